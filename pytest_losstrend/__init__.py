@@ -1,0 +1,52 @@
+"""pytest-losstrend: turn a short, real training loop into a reliable pytest test.
+
+The public names are imported lazily, so ``import pytest_losstrend`` (which pytest does to load
+the plugin) costs nothing: numpy is only imported when :func:`check` is first used.
+
+Example:
+    >>> from pytest_losstrend import check
+    >>> check([1.0, 0.8, 0.7, 0.55, 0.5, 0.42, 0.4, 0.35, 0.3, 0.28]).ok
+    True
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "Criteria",
+    "CriteriaError",
+    "Diagnosis",
+    "LossTrend",
+    "Verdict",
+    "__version__",
+    "check",
+]
+
+if TYPE_CHECKING:
+    from .criteria import Criteria, CriteriaError
+    from .fixture import LossTrend
+    from .trend import check
+    from .verdict import Diagnosis, Verdict
+
+_LAZY = {
+    "check": "trend",
+    "Verdict": "verdict",
+    "Diagnosis": "verdict",
+    "Criteria": "criteria",
+    "CriteriaError": "criteria",
+    "LossTrend": "fixture",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pytest_losstrend' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,128 @@
+"""Verdict criteria: names, defaults and validation (pure Python, cheap to import).
+
+The marker, the fixture and :func:`pytest_losstrend.check` all take the same criteria, and all
+of them validate through :func:`validate_criteria`, so a typo fails the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+INCONCLUSIVE_OUTCOMES = ("fail", "skip", "pass")
+# A loss this many times the largest of its first few positive values has diverged: no healthy
+# run gets there. The verdict fails on it, and ``record`` stops a marked test when it is passed.
+DIVERGENCE_BOUND = 1e4
+BOUND_POINTS = 5
+
+
+class CriteriaError(ValueError):
+    """A criterion that does not exist or has a value it cannot take."""
+
+
+@dataclass(frozen=True)
+class Criteria:
+    """What a loss curve must show to pass.
+
+    Attributes:
+        series: which recorded series is judged ("train" unless told).
+        min_drop: required relative drop from the start level to the end level (0.1 = 10%).
+        below: optional ceiling on the end level (absolute loss units).
+        tolerance: how far the end level may sit above the best level reached earlier, as a
+            fraction of the best level, before the run counts as having climbed back up.
+        warmup: leading points ignored by the trend statistics (non-finite values still count).
+        min_points: fewer points than this (after warmup) give an inconclusive verdict.
+        seeds: marker only: run the test under this many seeds; every seed must pass.
+        inconclusive: what an inconclusive verdict does to the test: "fail" (default),
+            "skip" or "pass".
+    """
+
+    series: str = "train"
+    min_drop: float = 0.1
+    below: float | None = None
+    tolerance: float = 0.1
+    warmup: int = 0
+    min_points: int = 8
+    seeds: int = 1
+    inconclusive: str = "fail"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The criteria as plain JSON-able data."""
+        return asdict(self)
+
+    def merged(self, **overrides: Any) -> Criteria:
+        """A copy with ``overrides`` validated and applied."""
+        return replace(self, **validate_criteria(overrides))
+
+
+CRITERIA_NAMES = tuple(f.name for f in fields(Criteria))
+
+
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise CriteriaError(f"criterion {name}={value!r}: expected a number")
+    if not math.isfinite(value):
+        raise CriteriaError(f"criterion {name}={value!r}: expected a finite number")
+    return float(value)
+
+
+def _integer(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise CriteriaError(f"criterion {name}={value!r}: expected an integer >= {minimum}")
+    if value < minimum:
+        raise CriteriaError(f"criterion {name}={value!r}: expected an integer >= {minimum}")
+    return value
+
+
+def validate_criteria(raw: dict[str, Any]) -> dict[str, Any]:
+    """Check names and values of ``raw`` criteria and return them normalised.
+
+    Raises:
+        CriteriaError: naming the first unknown criterion or bad value.
+
+    Example:
+        >>> validate_criteria({"min_drop": 0.2})
+        {'min_drop': 0.2}
+    """
+    unknown = sorted(set(raw) - set(CRITERIA_NAMES))
+    if unknown:
+        raise CriteriaError(
+            f"unknown criterion {', '.join(map(repr, unknown))}; "
+            f"known: {', '.join(CRITERIA_NAMES)}"
+        )
+    out: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name == "series":
+            if not isinstance(value, str) or not value:
+                raise CriteriaError(f"criterion series={value!r}: expected a non-empty string")
+            out[name] = value
+        elif name == "min_drop":
+            v = _number(name, value)
+            if not 0.0 <= v < 1.0:
+                raise CriteriaError(f"criterion min_drop={value!r}: expected 0 <= min_drop < 1")
+            out[name] = v
+        elif name == "below":
+            if value is None:
+                out[name] = None
+                continue
+            out[name] = _number(name, value)
+        elif name == "tolerance":
+            v = _number(name, value)
+            if v < 0:
+                raise CriteriaError(f"criterion tolerance={value!r}: expected tolerance >= 0")
+            out[name] = v
+        elif name == "warmup":
+            out[name] = _integer(name, value, 0)
+        elif name == "min_points":
+            out[name] = _integer(name, value, 3)
+        elif name == "seeds":
+            out[name] = _integer(name, value, 1)
+        elif name == "inconclusive":
+            if value not in INCONCLUSIVE_OUTCOMES:
+                raise CriteriaError(
+                    f"criterion inconclusive={value!r}: expected one of "
+                    f"{', '.join(map(repr, INCONCLUSIVE_OUTCOMES))}"
+                )
+            out[name] = value
+    return out

@@ -1,0 +1,281 @@
+"""The ``losstrend`` fixture object: records loss series and judges them.
+
+Imported only when a test asks for the fixture, so a suite that never uses it pays nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .criteria import BOUND_POINTS, DIVERGENCE_BOUND, Criteria
+from .render import failure_message
+from .verdict import Verdict
+
+if TYPE_CHECKING:
+    from .trend import FloatArray
+
+# Device tensors (CUDA, MPS) are kept as tensors and copied to the host in chunks of this many,
+# so recording never forces a device sync per step.
+DEVICE_CHUNK = 64
+
+
+class LossTrendStop(Exception):
+    """Raised by ``record`` to stop a marked test whose loss went non-finite or diverged.
+
+    The plugin turns it into the test's failure, carrying the verdict, so the remaining steps
+    are not paid for. It derives from :class:`Exception` on purpose: it travels through the
+    user's training loop like any error would.
+    """
+
+    def __init__(self, message: str, verdict: Verdict, series: str) -> None:
+        super().__init__(message)
+        self.verdict = verdict
+        self.series = series
+
+
+class _Series:
+    __slots__ = ("bound", "name", "pending", "values")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.values: list[float] = []
+        self.pending: list[Any] = []
+        self.bound = math.inf
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        from .backends import tensors_to_floats
+
+        pending, self.pending = self.pending, []
+        self.values.extend(tensors_to_floats(pending))
+
+
+Converter = Callable[[Any], Any]
+
+
+class LossTrend:
+    """Records loss series during a test and judges them.
+
+    Use it through the ``losstrend`` fixture, usually with the ``loss_decreases`` marker:
+
+    Example:
+        >>> import pytest
+        >>> @pytest.mark.loss_decreases(min_drop=0.2)
+        ... def test_trains(losstrend):
+        ...     for step in range(50):
+        ...         loss = train_step()          # a torch / tf tensor or a float
+        ...         losstrend.record(loss)
+
+    Without the marker, judge explicitly with :meth:`check` or :meth:`assert_decreases`.
+    """
+
+    def __init__(
+        self,
+        criteria: Criteria | None = None,
+        *,
+        fail_fast: bool = False,
+        seed: int | None = None,
+        nodeid: str = "",
+    ) -> None:
+        self.criteria = criteria or Criteria()
+        self.fail_fast = fail_fast
+        self.seed = seed
+        self.nodeid = nodeid
+        self._series: dict[str, _Series] = {}
+        self._converters: dict[type, Converter] = {}
+        self.stopped: LossTrendStop | None = None
+        #: "torch", "tensorflow" or "keras" once a value from that framework was recorded.
+        self.framework: str | None = None
+
+    # -- recording ---------------------------------------------------------------------------
+
+    def record(self, value: Any, *, series: str = "train") -> None:
+        """Append one loss (or each element of a sequence) to the named series.
+
+        Takes a float, a numpy scalar or 1-d array, a list, a torch or tensorflow tensor
+        (scalar or 1-d), or a Keras ``History`` (its ``loss``, and ``val_loss`` as ``"eval"``).
+        A torch tensor is detached, so the autograd graph is not kept alive; a tensor on an
+        accelerator is copied to the host in chunks, never synchronised per step.
+
+        Under the ``loss_decreases`` marker, a non-finite loss or one past the divergence bound
+        stops the test at that step with the verdict.
+
+        Example:
+            >>> losstrend.record(loss)                      # once per optimizer step
+            >>> losstrend.record(val_loss, series="eval")   # once per epoch
+        """
+        s = self._series.get(series)
+        if s is None:
+            if not isinstance(series, str) or not series:
+                raise TypeError(f"series must be a non-empty string, got {series!r}")
+            s = self._series[series] = _Series(series)
+        tp = type(value)
+        if tp is float or tp is int:
+            v = float(value)
+        else:
+            conv = self._converters.get(tp)
+            if conv is None:
+                from .backends import converter_for
+
+                conv = self._converters[tp] = converter_for(value)
+                root = (tp.__module__ or "").split(".")[0]
+                if root in ("torch", "tensorflow", "keras") and self.framework is None:
+                    self.framework = root
+            out = conv(value)
+            if out.__class__ is not float:
+                self._record_other(s, value, out)
+                return
+            v = out
+        if s.pending:
+            s.flush()
+        s.values.append(v)
+        # One comparison covers both NaN (v != v) and the bound; infinities exceed any bound.
+        if v > s.bound or v != v or v == -math.inf:
+            if self.fail_fast:
+                self._stop(s)
+        elif v > 0 and s.bound == math.inf and len(s.values) <= BOUND_POINTS:
+            s.bound = v * DIVERGENCE_BOUND
+
+    def _record_other(self, s: _Series, value: Any, out: Any) -> None:
+        from .backends import DEFER, HISTORY
+
+        if out is DEFER:
+            s.pending.append(value.detach())
+            if len(s.pending) >= DEVICE_CHUNK:
+                s.flush()
+                self._check_last(s, DEVICE_CHUNK)
+        elif out is HISTORY:
+            self._record_history(value, s.name)
+        else:
+            s.flush()
+            s.values.extend(out)
+            self._check_last(s, len(out))
+
+    def _check_last(self, s: _Series, k: int) -> None:
+        if s.bound == math.inf:
+            head = [v for v in s.values[:BOUND_POINTS] if v > 0 and math.isfinite(v)]
+            if head:
+                s.bound = head[0] * DIVERGENCE_BOUND
+        if not self.fail_fast:
+            return
+        for v in s.values[-k:]:
+            if not math.isfinite(v) or v > s.bound:
+                self._stop(s)
+
+    def _stop(self, s: _Series) -> None:
+        verdict = self.check(series=s.name)
+        losses = s.values
+        msg = failure_message(verdict, losses, self.criteria.merged(series=s.name),
+                              header="loss_decreases", seed=self.seed)
+        msg += f"\n  stopped:  at step {len(losses) - 1}, the remaining steps were skipped"
+        self.stopped = LossTrendStop(msg, verdict, s.name)
+        raise self.stopped
+
+    def _record_history(self, history: Any, series: str) -> None:
+        hist = history.history
+        if "loss" not in hist:
+            raise ValueError("the Keras History has no 'loss' entry to record")
+        self.record(list(hist["loss"]), series=series)
+        if "val_loss" in hist:
+            self.record(list(hist["val_loss"]), series="eval")
+
+    # -- access --------------------------------------------------------------------------
+
+    @property
+    def series_names(self) -> list[str]:
+        """Names of the series recorded so far, in the order first recorded."""
+        return list(self._series)
+
+    def losses(self, series: str = "train") -> list[float]:
+        """The recorded values of ``series`` as floats (empty when nothing was recorded).
+
+        Example:
+            >>> losstrend.losses("eval")[-1]
+            0.412
+        """
+        s = self._series.get(series)
+        if s is None:
+            return []
+        s.flush()
+        return list(s.values)
+
+    def as_dict(self) -> dict[str, list[float]]:
+        """Every series as plain lists of floats."""
+        return {name: self.losses(name) for name in self._series}
+
+    def array(self, series: str = "train") -> FloatArray:
+        """The recorded values of ``series`` as a float64 numpy array."""
+        import numpy as np
+
+        return np.asarray(self.losses(series), dtype=np.float64)
+
+    # -- judging ----------------------------------------------------------------------------
+
+    def check(self, **criteria: Any) -> Verdict:
+        """Judge a recorded series; criteria default to the marker's (or the defaults).
+
+        Example:
+            >>> verdict = losstrend.check(min_drop=0.3)
+            >>> verdict.ok, verdict.reason
+        """
+        from .trend import judge
+
+        crit = self.criteria.merged(**criteria) if criteria else self.criteria
+        if crit.series not in self._series:
+            return Verdict("fail", self._nothing_recorded(crit.series), "empty", {"n": 0})
+        return judge(self.array(crit.series), crit)
+
+    def assert_decreases(self, **criteria: Any) -> Verdict:
+        """Judge a series and raise ``AssertionError`` with the full message unless it passes.
+
+        An inconclusive verdict follows the ``inconclusive`` criterion: ``"fail"`` raises,
+        ``"skip"`` skips the test, ``"pass"`` returns.
+
+        Example:
+            >>> losstrend.assert_decreases(series="eval", min_drop=0.2)
+        """
+        __tracebackhide__ = True
+        crit = self.criteria.merged(**criteria) if criteria else self.criteria
+        verdict = self.check(**criteria)
+        if verdict.ok:
+            return verdict
+        if verdict.inconclusive and crit.inconclusive != "fail":
+            if crit.inconclusive == "skip":
+                import pytest
+
+                pytest.skip(verdict.reason)
+            return verdict
+        raise AssertionError(
+            failure_message(verdict, self.losses(crit.series), crit,
+                            header="assert_decreases", seed=self.seed)
+        )
+
+    def _nothing_recorded(self, series: str) -> str:
+        have = ", ".join(map(repr, self._series)) or "none"
+        return (
+            f"no loss was recorded in series {series!r} (series recorded: {have}); call "
+            "losstrend.record(loss) once per optimizer step, or pass "
+            "losstrend.keras_callback() to model.fit"
+        )
+
+    # -- framework helpers --------------------------------------------------------------------
+
+    def keras_callback(self) -> Any:
+        """A Keras callback that records each batch's own loss, and ``val_loss`` as ``"eval"``.
+
+        Keras 3 logs the epoch's running mean in ``on_train_batch_end``; the callback reads the
+        loss tracker's running sums and differences them, so the series holds each batch's own
+        loss (weighted as Keras weights it, by batch size).
+
+        Example:
+            >>> model.fit(x, y, epochs=5, callbacks=[losstrend.keras_callback()], verbose=0)
+        """
+        from .backends.keras import make_callback
+
+        self.framework = "keras"
+        return make_callback(self)
+
+

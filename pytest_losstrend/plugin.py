@@ -1,0 +1,307 @@
+"""pytest entry point (``pytest11: losstrend``): options, markers, the fixture and hooks.
+
+Glue only. Nothing here imports numpy, torch or tensorflow at load time, so a suite that
+never uses the marker or the fixture pays nothing; the judging code is imported on first use.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from .criteria import Criteria, CriteriaError, validate_criteria
+from .seeding import DEFAULT_SEED
+
+if TYPE_CHECKING:
+    from .fixture import LossTrend
+
+MARK_DECREASES = "loss_decreases"
+MARK_FAILS = "loss_fails"
+SEED_ARG = "_losstrend_seed_index"
+REPORT_FORMATS = ("term", "json")
+
+_LT_KEY = pytest.StashKey["LossTrend"]()
+_RESULT_KEY = pytest.StashKey[dict[str, Any]]()
+# The plain-data result travels on the test report under this attribute, which pytest
+# serialises for pytest-xdist, so the controller sees every worker's results.
+REPORT_ATTR = "losstrend"
+
+
+def _parse_report(value: str) -> tuple[str, str | None]:
+    fmt, _, path = value.partition(":")
+    fmt = fmt.strip().lower() or "term"
+    if fmt not in REPORT_FORMATS:
+        raise argparse.ArgumentTypeError(
+            f"unknown report format {fmt!r}; expected one of {', '.join(REPORT_FORMATS)} "
+            "(e.g. --losstrend-report=json:losstrend.json)"
+        )
+    if fmt == "term":
+        if path:
+            raise argparse.ArgumentTypeError("the term report takes no path")
+        return fmt, None
+    if not path:
+        raise argparse.ArgumentTypeError(f"the {fmt} report needs a path, e.g. {fmt}:out.{fmt}")
+    return fmt, path
+
+
+def _parse_seed(value: str) -> int:
+    try:
+        seed = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seed must be a non-negative integer, got {value!r}")
+    if seed < 0:
+        raise argparse.ArgumentTypeError(f"seed must be a non-negative integer, got {value!r}")
+    return seed
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Register the ``--losstrend-*`` options and their ini twins."""
+    group = parser.getgroup("losstrend", "loss-trend checks for training loops")
+    group.addoption(
+        "--losstrend-report",
+        action="append",
+        dest="losstrend_report",
+        metavar="FORMAT[:PATH]",
+        nargs="?",
+        const="term",
+        type=_parse_report,
+        help="Write a loss-trend report: term (a table in the terminal), json:PATH. "
+        "Repeatable.",
+    )
+    group.addoption(
+        "--losstrend-seed",
+        dest="losstrend_seed",
+        metavar="N",
+        type=_parse_seed,
+        default=None,
+        help=f"Seed python, numpy, torch and tensorflow before each test using the losstrend "
+        f"fixture. Default: {DEFAULT_SEED}.",
+    )
+    parser.addini(
+        "losstrend_report",
+        type="linelist",
+        default=[],
+        help="Loss-trend reports to write, one FORMAT[:PATH] per line (as --losstrend-report).",
+    )
+    parser.addini(
+        "losstrend_seed",
+        type="string",
+        default=str(DEFAULT_SEED),
+        help=f"Seed for tests using the losstrend fixture (as --losstrend-seed). "
+        f"Default: {DEFAULT_SEED}.",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the markers and resolve the seed and the reports (command line beats ini)."""
+    config.addinivalue_line(
+        "markers",
+        f"{MARK_DECREASES}(series='train', min_drop=0.1, below=None, tolerance=0.1, warmup=0, "
+        "min_points=8, seeds=1, inconclusive='fail'): the test trains a model and records its "
+        "loss with the losstrend fixture; the recorded series must decrease.",
+    )
+    config.addinivalue_line(
+        "markers",
+        f"{MARK_FAILS}(cause=None, **criteria): a regression case for a known-bad training "
+        "configuration; passes when the loss verdict fails (with that cause first, if given).",
+    )
+    seed = config.getoption("losstrend_seed", None)
+    if seed is None:
+        raw = config.getini("losstrend_seed")
+        try:
+            seed = _parse_seed(str(raw))
+        except argparse.ArgumentTypeError as exc:
+            raise pytest.UsageError(f"ini option losstrend_seed: {exc}") from None
+    reports = config.getoption("losstrend_report", None)
+    if not reports:
+        parsed = []
+        for line in config.getini("losstrend_report"):
+            try:
+                parsed.append(_parse_report(line))
+            except argparse.ArgumentTypeError as exc:
+                raise pytest.UsageError(f"ini option losstrend_report: {exc}") from None
+        reports = parsed
+    session = LossTrendSession(config, seed=seed, reports=list(reports))
+    config.stash[_CONFIG_KEY] = session
+    config.pluginmanager.register(session, "losstrend-session")
+
+
+class LossTrendSession:
+    """Run-wide state: the seed, the requested reports and the collected results.
+
+    Registered as a plugin object so that its hooks see the results of every test, including
+    those pytest-xdist workers send back to the controller as serialised reports.
+    """
+
+    def __init__(
+        self, config: pytest.Config, seed: int, reports: list[tuple[str, str | None]]
+    ) -> None:
+        self.config = config
+        self.seed = seed
+        self.reports = reports
+        self.results: list[dict[str, Any]] = []
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Collect the plain-data result a test report carries."""
+        data = getattr(report, REPORT_ATTR, None)
+        if data is not None and report.when == "call":
+            self.results.append(data)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        """Write the requested loss-trend reports."""
+        if not self.reports or hasattr(self.config, "workerinput"):
+            return
+        from .report import write_reports
+
+        write_reports(terminalreporter, self.seed, self.results, self.reports)
+
+
+_CONFIG_KEY = pytest.StashKey[LossTrendSession]()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Show the seed, so a run can be reproduced."""
+    return f"losstrend: seed {config.stash[_CONFIG_KEY].seed} (--losstrend-seed=N to change)"
+
+
+def _marker_criteria(node: pytest.Item | pytest.Function | Any) -> tuple[str | None, Any]:
+    """The marker kind and its raw arguments, or ``(None, None)``."""
+    for name in (MARK_DECREASES, MARK_FAILS):
+        mark = node.get_closest_marker(name)
+        if mark is not None:
+            return name, mark
+    return None, None
+
+
+def parse_marker(name: str, mark: pytest.Mark) -> tuple[Criteria, str | None]:
+    """Validate a marker's arguments; raises :class:`CriteriaError` naming the bad one."""
+    kwargs = dict(mark.kwargs)
+    cause: str | None = None
+    args = list(mark.args)
+    if name == MARK_FAILS:
+        if args:
+            if "cause" in kwargs:
+                raise CriteriaError(f"{name}: cause given twice")
+            kwargs["cause"] = args.pop(0)
+        cause = kwargs.pop("cause", None)
+        if cause is not None and (not isinstance(cause, str) or not cause):
+            raise CriteriaError(f"{name}: cause must be a cause code string, got {cause!r}")
+    if args:
+        raise CriteriaError(
+            f"{name} takes keyword criteria only, got positional {args!r} "
+            f"(e.g. @pytest.mark.{name}(min_drop=0.2))"
+        )
+    return Criteria().merged(**validate_criteria(kwargs)), cause
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Validate the markers at collection and expand ``seeds=N`` into N parametrized tests."""
+    name, mark = _marker_criteria(metafunc.definition)
+    if name is None:
+        return
+    try:
+        crit, _ = parse_marker(name, mark)
+    except CriteriaError as exc:
+        raise pytest.Collector.CollectError(
+            f"{metafunc.definition.nodeid}: @pytest.mark.{name}: {exc}"
+        ) from None
+    if "losstrend" not in metafunc.fixturenames:
+        metafunc.fixturenames.append("losstrend")
+    if crit.seeds > 1:
+        metafunc.fixturenames.append(SEED_ARG)
+        metafunc.parametrize(
+            SEED_ARG, list(range(crit.seeds)), ids=[f"seed{i}" for i in range(crit.seeds)]
+        )
+
+
+@pytest.fixture
+def losstrend(request: pytest.FixtureRequest) -> Generator[LossTrend, None, None]:
+    """Record a training loop's loss and judge the curve.
+
+    The random generators of python, numpy, torch and tensorflow (those imported) are seeded
+    before the test (``--losstrend-seed``). Under ``@pytest.mark.loss_decreases`` the recorded
+    series is judged after the test body, and a non-finite or diverging loss stops the test at
+    that step.
+
+    Example::
+
+        @pytest.mark.loss_decreases(min_drop=0.2)
+        def test_trains(losstrend):
+            model = torch.nn.Linear(3, 1)
+            opt = torch.optim.SGD(model.parameters(), lr=0.1)
+            for _ in range(50):
+                opt.zero_grad()
+                loss = torch.nn.functional.mse_loss(model(x), y)
+                loss.backward()
+                opt.step()
+                losstrend.record(loss)
+    """
+    from .fixture import LossTrend
+    from .seeding import seed_everything
+
+    settings = request.config.stash[_CONFIG_KEY]
+    node = request.node
+    name, mark = _marker_criteria(node)
+    crit = parse_marker(name, mark)[0] if name else Criteria()
+    index = 0
+    callspec = getattr(node, "callspec", None)
+    if callspec is not None:
+        index = int(callspec.params.get(SEED_ARG, 0))
+    seed = settings.seed + index
+    seed_everything(seed)
+    lt = LossTrend(crit, fail_fast=name is not None, seed=seed, nodeid=node.nodeid)
+    node.stash[_LT_KEY] = lt
+    yield lt
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
+    """Judge the recorded series of a marked test after its body ran."""
+    name, mark = _marker_criteria(item)
+    if name is None:
+        return (yield)
+    from .runner import judge_item
+
+    stop = None
+    result = None
+    try:
+        result = yield
+    except Exception as exc:
+        from .fixture import LossTrendStop
+
+        if not isinstance(exc, LossTrendStop):
+            raise
+        stop = exc
+    lt = item.stash.get(_LT_KEY, None)
+    crit, cause = parse_marker(name, mark)
+    data, action, message = judge_item(item, lt, name, crit, cause, stop)
+    item.stash[_RESULT_KEY] = data
+    if action == "fail":
+        pytest.fail(message, pytrace=False)
+    if action == "skip":
+        pytest.skip(message)
+    return result
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Attach the loss-trend result to the call-phase report as plain data."""
+    report = yield
+    if call.when == "call":
+        data = item.stash.get(_RESULT_KEY, None)
+        lt = item.stash.get(_LT_KEY, None)
+        if data is None and lt is not None and lt.series_names:
+            from .runner import unmarked_result
+
+            data = unmarked_result(item, lt)
+        if data is not None:
+            data = dict(data, outcome=report.outcome)
+            setattr(report, REPORT_ATTR, data)
+    return report
+
+

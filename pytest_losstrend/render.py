@@ -1,0 +1,123 @@
+"""Human-readable renderings of a verdict: sparklines and the failure message (pure Python)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from .criteria import Criteria
+from .verdict import Verdict
+
+BARS = "▁▂▃▄▅▆▇█"
+NON_FINITE_MARK = "×"
+
+
+def sparkline(values: Sequence[float], width: int = 40) -> str:
+    """A unicode sparkline of ``values``, at most ``width`` characters wide.
+
+    Long series are reduced to ``width`` buckets by their medians; the y-axis is logarithmic
+    when every value is positive and they span more than a decade. Non-finite values show as
+    ``×``.
+
+    Example:
+        >>> sparkline([4.0, 3.0, 2.0, 1.0])
+        '█▆▃▁'
+    """
+    vals = [float(v) for v in values]
+    if not vals or width < 1:
+        return ""
+    buckets: list[list[float]]
+    if len(vals) <= width:
+        buckets = [[v] for v in vals]
+    else:
+        step = len(vals) / width
+        buckets = [vals[int(i * step) : max(int((i + 1) * step), int(i * step) + 1)]
+                   for i in range(width)]
+    points: list[float | None] = []
+    for b in buckets:
+        if any(not math.isfinite(v) for v in b):
+            points.append(None)
+        else:
+            s = sorted(b)
+            points.append(s[len(s) // 2])
+    finite = [p for p in points if p is not None]
+    if not finite:
+        return NON_FINITE_MARK * len(points)
+    lo, hi = min(finite), max(finite)
+    if lo > 0 and hi / lo > 10:
+        def tx(v: float) -> float:
+            return math.log(v)
+        lo, hi = math.log(lo), math.log(hi)
+    else:
+        def tx(v: float) -> float:
+            return v
+    span = hi - lo
+    out = []
+    for p in points:
+        if p is None:
+            out.append(NON_FINITE_MARK)
+        elif span <= 0:
+            out.append(BARS[len(BARS) // 2])
+        else:
+            idx = round((tx(p) - lo) / span * (len(BARS) - 1))
+            out.append(BARS[max(0, min(len(BARS) - 1, idx))])
+    return "".join(out)
+
+
+def _g(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def criteria_line(crit: Criteria) -> str:
+    """The criteria as one ``name=value`` line (seeds and defaults included)."""
+    return " ".join(f"{k}={_g(v)}" for k, v in crit.as_dict().items())
+
+
+def failure_message(
+    verdict: Verdict,
+    losses: Sequence[float],
+    crit: Criteria,
+    *,
+    header: str = "loss_decreases",
+    seed: int | None = None,
+) -> str:
+    """The message a failing (or inconclusive) test shows.
+
+    One line with the verdict and its reason, then the figures, the sparkline, the diagnoses
+    and the criteria.
+    """
+    st = verdict.stats
+    label = {"fail": "FAILED", "inconclusive": "INCONCLUSIVE", "pass": "passed"}[verdict.status]
+    lines = [f"{header} {label} on series {crit.series!r}: {verdict.reason}"]
+    figures = []
+    if "start" in st:
+        figures.append(f"start {_g(st['start'])} -> end {_g(st['end'])}")
+    if "drop" in st:
+        figures.append(f"drop {100 * st['drop']:.3g}%")
+    if "tau" in st:
+        figures.append(f"Mann-Kendall tau {st['tau']:+.2f}, p {st['p_value']:.2g}")
+    if "noise" in st:
+        figures.append(f"noise {st['noise']:.3g} (log)" if st.get("log_scale") else
+                       f"noise {st['noise']:.3g}")
+    figures.append(f"{len(losses)} points")
+    lines.append("  figures:  " + ", ".join(figures))
+    if verdict.failed_at is not None:
+        at = verdict.failed_at
+        value = losses[at] if 0 <= at < len(losses) else None
+        lines.append(
+            f"  went wrong at step {at}" + (f" (loss {_g(float(value))})" if value is not None
+                                          else "")
+        )
+    spark = sparkline(losses, 60)
+    lines.append(f"  curve:    {spark}  ({_g(float(losses[0])) if losses else '-'} .. "
+                 f"{_g(float(losses[-1])) if losses else '-'})")
+    for d in verdict.diagnoses[:3]:
+        lines.append(f"  cause:    {d.cause} (confidence {d.confidence:.2f}): {d.evidence}")
+        lines.append(f"            fix: {d.fix}")
+    lines.append(f"  criteria: {criteria_line(crit)}")
+    if seed is not None:
+        lines.append(f"  seed:     {seed} (rerun with --losstrend-seed={seed})")
+    return "\n".join(lines)

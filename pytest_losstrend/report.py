@@ -1,0 +1,118 @@
+"""Loss-trend reports rendered from the plain-data results (terminal table and JSON)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .render import sparkline
+
+SCHEMA = "losstrend-report/1"
+
+
+def report_document(seed: int, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The JSON report document (schema ``losstrend-report/1``)."""
+    tests = sorted(results, key=lambda r: r["nodeid"])
+    return {"schema": SCHEMA, "seed": seed, "tests": tests}
+
+
+def write_json_atomic(path: str | os.PathLike[str], doc: Any) -> Path:
+    """Write ``doc`` as JSON to ``path`` through a temporary file and a rename."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(doc, fh, indent=1, allow_nan=False, default=_json_default)
+            fh.write("\n")
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def _json_default(obj: Any) -> Any:
+    return str(obj)
+
+
+def _finite_json(doc: Any) -> Any:
+    # JSON has no NaN or infinity; a diverged loss is written as the strings "nan"/"inf".
+    if isinstance(doc, float):
+        if doc != doc:
+            return "nan"
+        if doc in (float("inf"), float("-inf")):
+            return "inf" if doc > 0 else "-inf"
+        return doc
+    if isinstance(doc, dict):
+        return {k: _finite_json(v) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [_finite_json(v) for v in doc]
+    return doc
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _g(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, (int, float)) else "-"
+
+
+def term_lines(results: list[dict[str, Any]], width: int = 100) -> list[str]:
+    """The terminal table: one row per test and series."""
+    rows: list[tuple[str, ...]] = []
+    for r in sorted(results, key=lambda r: r["nodeid"]):
+        for name, s in r["series"].items():
+            v = s["verdict"]
+            st = v.get("stats", {})
+            judged = r["criteria"].get("series") == name and r.get("verdict") is not None
+            status = v["status"].upper() if judged else v["status"]
+            top = r["diagnoses"][0]["cause"] if judged and r["diagnoses"] else v.get("kind", "")
+            rows.append((
+                r["nodeid"], name, str(len(s["losses"])),
+                f"{_g(st.get('start'))} -> {_g(st.get('end'))}",
+                f"{100 * st['drop']:.0f}%" if isinstance(st.get("drop"), float) else "-",
+                status, top, s["losses"],
+            ))
+    if not rows:
+        return ["no test recorded a loss"]
+    head = ("test", "series", "steps", "start -> end", "drop", "verdict", "why")
+    fixed = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head) if i > 0]
+    spark_w = 24
+    test_w = max(20, min(max(len(r[0]) for r in rows), width - sum(fixed) - 2 * 8 - spark_w))
+    widths = [test_w, *fixed]
+
+    def line(cells: tuple[str, ...], spark: str) -> str:
+        out = []
+        for c, w in zip(cells, widths):
+            out.append(c if len(c) <= w else "..." + c[-(w - 3):])
+            out[-1] = out[-1].ljust(w)
+        return "  ".join([*out, spark]).rstrip()
+
+    lines = [line(head, "curve")]
+    for r in rows:
+        lines.append(line(r[:7], sparkline(r[7], spark_w)))
+    return lines
+
+
+def write_reports(
+    terminalreporter: Any, seed: int, results: list[dict[str, Any]],
+    reports: list[tuple[str, str | None]],
+) -> None:
+    """Write every requested report; the terminal one into the pytest summary."""
+    doc = _finite_json(report_document(seed, results))
+    for fmt, path in reports:
+        if fmt == "term":
+            tests = len({r["nodeid"] for r in results})
+            terminalreporter.write_sep(
+                "=", f"loss trends: {_plural(tests, 'test')}, seed {seed}"
+            )
+            for ln in term_lines(results, terminalreporter._tw.fullwidth):
+                terminalreporter.write_line(ln)
+        elif fmt == "json" and path is not None:
+            written = write_json_atomic(path, doc)
+            terminalreporter.write_line(f"losstrend: JSON report written to {written}")

@@ -1,0 +1,116 @@
+"""Judging a marked test after its body ran (imported only when a marked test runs)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .criteria import Criteria
+from .render import failure_message
+from .trend import judge
+from .verdict import Verdict
+
+if TYPE_CHECKING:
+    import pytest
+
+    from .fixture import LossTrend, LossTrendStop
+
+MARK_FAILS = "loss_fails"
+
+
+def _series_data(lt: LossTrend, crit: Criteria) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in lt.series_names:
+        losses = lt.losses(name)
+        verdict = judge(lt.array(name), crit.merged(series=name))
+        out[name] = {"losses": losses, "verdict": verdict.as_dict()}
+    return out
+
+
+def result_data(
+    item: pytest.Item, lt: LossTrend | None, crit: Criteria, verdict: Verdict | None,
+    marker: str | None,
+) -> dict[str, Any]:
+    """The plain-data record of one test, as it goes into the reports."""
+    series = _series_data(lt, crit) if lt is not None else {}
+    if verdict is not None and crit.series in series:
+        # The judged series carries the verdict that decided the test, stop included.
+        series[crit.series]["verdict"] = verdict.as_dict()
+    return {
+        "nodeid": item.nodeid,
+        "marker": marker,
+        "framework": lt.framework if lt is not None else None,
+        "seed": lt.seed if lt is not None else None,
+        "criteria": crit.as_dict(),
+        "series": series,
+        "verdict": verdict.as_dict() if verdict is not None else None,
+        "diagnoses": [d.as_dict() for d in verdict.diagnoses] if verdict is not None else [],
+    }
+
+
+def unmarked_result(item: pytest.Item, lt: LossTrend) -> dict[str, Any]:
+    """The record of a test that used the fixture without a marker (no verdict decides it)."""
+    return result_data(item, lt, lt.criteria, None, None)
+
+
+def judge_item(
+    item: pytest.Item,
+    lt: LossTrend | None,
+    marker: str,
+    crit: Criteria,
+    cause: str | None,
+    stop: LossTrendStop | None,
+) -> tuple[dict[str, Any], str, str]:
+    """Judge a marked test: ``(result data, action, message)``.
+
+    ``action`` is ``"pass"``, ``"fail"`` or ``"skip"``; the message says why.
+    """
+    if lt is None:
+        verdict = Verdict(
+            "fail",
+            "the test did not use the losstrend fixture, so nothing was recorded; add a "
+            "`losstrend` argument and call losstrend.record(loss) once per optimizer step",
+            "empty",
+        )
+    elif stop is not None:
+        verdict = stop.verdict
+        crit = crit.merged(series=stop.series)
+    else:
+        verdict = lt.check()
+    data = result_data(item, lt, crit, verdict, marker)
+    losses = lt.losses(crit.series) if lt is not None else []
+    seed = lt.seed if lt is not None else None
+
+    if marker == MARK_FAILS:
+        return (data, *_expect_failure(verdict, losses, crit, cause, seed))
+
+    if verdict.ok:
+        return data, "pass", verdict.reason
+    message = (
+        stop.args[0] if stop is not None
+        else failure_message(verdict, losses, crit, seed=seed)
+    )
+    if verdict.inconclusive and crit.inconclusive != "fail":
+        return data, crit.inconclusive, verdict.reason
+    return data, "fail", message
+
+
+def _expect_failure(
+    verdict: Verdict, losses: list[float], crit: Criteria, cause: str | None, seed: int | None
+) -> tuple[str, str]:
+    header = "loss_fails"
+    if verdict.status != "fail":
+        what = "passed" if verdict.ok else "was inconclusive"
+        return "fail", (
+            f"{header}: expected the loss verdict to fail, but it {what}\n"
+            + failure_message(verdict, losses, crit, header=header, seed=seed)
+        )
+    if cause is not None:
+        causes = [d.cause for d in verdict.diagnoses]
+        if not causes or causes[0] != cause:
+            got = ", ".join(causes) if causes else "no diagnosis"
+            return "fail", (
+                f"{header}: the verdict failed, but its top cause is not {cause!r} "
+                f"(got: {got})\n" + failure_message(verdict, losses, crit, header=header,
+                                                    seed=seed)
+            )
+    return "pass", verdict.reason

@@ -1,0 +1,334 @@
+"""The verdict: is this loss curve a healthy, monotone-ish decrease? (numpy only)
+
+The verdict is three-valued. FAIL needs positive evidence that something is wrong (a non-finite
+value, divergence, a spike or late rise that does not come back down, an overall rise, a frozen
+curve, or a stall whose drop is confidently below ``min_drop``). PASS needs a statistically
+significant decreasing trend *and* the effect size ``min_drop``. Everything else is
+INCONCLUSIVE, with advice on how to get more evidence.
+
+All statistics run on log-loss (ratios are what matter for a loss; a drop from 2.0 to 1.0 and
+from 0.02 to 0.01 are equally good), with levels taken as medians of windows, so one noisy
+mini-batch can neither make nor break a test. The noise scale comes from the MAD of first
+differences, which a smooth trend does not inflate, and every comparison between levels carries
+a margin of a few standard errors of the medians involved. The calibration behind the constants
+is in ``benchmarks/README.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from .criteria import BOUND_POINTS, DIVERGENCE_BOUND, Criteria
+from .stats import (
+    FloatArray,
+    block_medians,
+    mann_kendall,
+    median_se,
+    robust_noise,
+    rolling_median,
+)
+from .verdict import Verdict
+
+# Significance of the decreasing trend a pass needs.
+ALPHA = 0.01
+# Standard errors of margin before a level difference counts as a rise.
+Z_BAD = 3.0
+# Standard errors of margin before a drop counts as confidently below ``min_drop``.
+Z_STALL = 2.5
+# A rise to this multiple of the start level is divergence rather than a rise.
+DIVERGENCE_FACTOR = 2.0
+# A curve whose peak-to-peak spread is below this fraction of its level is frozen.
+FROZEN_RTOL = 1e-12
+
+ADVICE = "record more steps, a larger batch or an eval series"
+
+
+def check(losses: Iterable[float] | Any, **criteria: Any) -> Verdict:
+    """Judge a loss curve; the pure function under the marker and the fixture.
+
+    Args:
+        losses: the recorded losses in order (a list, a 1-d array, a CPU tensor).
+        **criteria: any of ``min_drop``, ``below``, ``tolerance``, ``warmup``,
+            ``min_points``, ``series`` (a label here), ``seeds`` and ``inconclusive``
+            (used by the marker). Unknown names raise :class:`CriteriaError`.
+
+    Returns:
+        The :class:`Verdict`; ``verdict.ok`` is true only for a pass.
+
+    Example:
+        >>> from pytest_losstrend import check
+        >>> check([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]).kind
+        'divergence'
+    """
+    crit = Criteria().merged(**criteria)
+    return judge(_as_array(losses), crit)
+
+
+def _as_array(losses: Iterable[float] | Any) -> FloatArray:
+    try:
+        arr = np.asarray(losses, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"losses must be a sequence of numbers, got {type(losses).__name__}: {exc}"
+        ) from None
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.ndim != 1:
+        raise ValueError(f"losses must be 1-d, got an array of shape {arr.shape}")
+    return arr
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.4g}"
+
+
+def judge(x: FloatArray, crit: Criteria) -> Verdict:
+    """Judge ``x`` (a 1-d float array) against validated criteria ``crit``."""
+    n_all = len(x)
+    base: dict[str, Any] = {"n": int(n_all)}
+    if n_all == 0:
+        return Verdict("fail", "no loss was recorded", "empty", base)
+
+    finite = np.isfinite(x)
+    if not finite.all():
+        i = int(np.argmin(finite))
+        before = f" (last finite value {_fmt(float(x[i - 1]))} at step {i - 1})" if i else ""
+        base.update(first_non_finite=i, value=str(float(x[i])))
+        return Verdict(
+            "fail",
+            f"non-finite loss {float(x[i])} at step {i}{before}",
+            "non_finite",
+            base,
+            failed_at=i,
+        )
+
+    head = x[:BOUND_POINTS][x[:BOUND_POINTS] > 0]
+    if len(head):
+        ref = float(head[0])
+        over = np.nonzero(x > ref * DIVERGENCE_BOUND)[0]
+        if len(over):
+            i = int(over[0])
+            base.update(start=float(x[0]), end=float(x[-1]), failed_at=i)
+            return Verdict(
+                "fail",
+                f"diverged: loss reached {_fmt(float(x[i]))} at step {i}, "
+                f"x{float(x[i]) / ref:.3g} its first level {_fmt(ref)}",
+                "divergence",
+                base,
+                failed_at=i,
+            )
+
+    off = crit.warmup
+    y_raw = x[off:]
+    n = len(y_raw)
+    base["warmup"] = off
+    if n < crit.min_points:
+        return Verdict(
+            "inconclusive",
+            f"inconclusive: {n} points after warmup, fewer than min_points={crit.min_points}; "
+            f"{ADVICE}",
+            "too_few_points",
+            base,
+        )
+
+    scale = float(np.max(np.abs(y_raw)))
+    if float(np.ptp(y_raw)) <= FROZEN_RTOL * max(scale, 1e-300):
+        base.update(start=float(y_raw[0]), end=float(y_raw[-1]), drop=0.0)
+        return Verdict(
+            "fail",
+            f"frozen: all {n} losses equal {_fmt(float(y_raw[0]))} to the last digit; "
+            "nothing is learning",
+            "frozen",
+            base,
+            failed_at=off,
+        )
+
+    positive = bool(np.min(y_raw) > 0)
+    # Log-loss when possible; otherwise a linear scale relative to the typical magnitude, so
+    # that losses which can go negative (NLL of a density, an ELBO) are still judged.
+    if positive:
+        y = np.log(y_raw)
+        unit = 1.0
+    else:
+        unit = float(np.median(np.abs(y_raw))) or scale
+        y = y_raw / unit
+
+    def level(v: float) -> float:
+        return float(math.exp(v)) if positive else float(v * unit)
+
+    def rel_drop(d: float) -> float:
+        return float(1.0 - math.exp(-d)) if positive else float(d)
+
+    k0 = max(1, min(10, n // 10))
+    head = float(np.median(y[:k0]))
+    first3 = float(np.median(y[: min(3, n)]))
+    # A fast early drop hides inside a wide head window: the start level is the higher of the
+    # wide-window median and the first three points' median.
+    start, k_start = (first3, min(3, n)) if first3 > head else (head, k0)
+    k_end = max(3, n // 5)
+    end = float(np.median(y[-k_end:]))
+    sigma = robust_noise(y)
+    se_d = math.hypot(median_se(sigma, k_start), median_se(sigma, k_end))
+    d = start - end
+    drop = rel_drop(d)
+    required = -math.log1p(-crit.min_drop) if positive else crit.min_drop
+
+    tau, p_dec, _ = mann_kendall(y)
+    w = max(3, n // 10)
+    rm = rolling_median(y, w)
+    t_best = int(np.argmin(rm))
+    best = float(rm[t_best])
+    se_best = median_se(sigma, w)
+    # The minimum over many windows is biased low by about sqrt(2 ln m) standard errors.
+    selection = math.sqrt(2.0 * math.log(max(n / w, 2.0))) * se_best
+    tol = math.log1p(crit.tolerance) if positive else crit.tolerance
+    rise = end - best
+    rise_margin = tol + selection + Z_BAD * math.hypot(se_best, median_se(sigma, k_end))
+
+    stats: dict[str, Any] = {
+        **base,
+        "start": level(start),
+        "end": level(end),
+        "best": level(best),
+        "best_step": off + t_best + w // 2,
+        "drop": drop,
+        "tau": tau,
+        "p_value": p_dec,
+        "noise": sigma,
+        "log_scale": positive,
+    }
+
+    def went_wrong_at() -> int:
+        # First step after the best window where a short rolling median passes halfway
+        # between the best level and the end level.
+        r3 = rolling_median(y, 3)
+        halfway = best + (end - best) / 2.0
+        after = np.nonzero(r3[t_best:] > halfway)[0]
+        return off + t_best + (int(after[0]) + 1 if len(after) else 0)
+
+    if rise > rise_margin and t_best + w <= n - k_end:
+        grew = end - start
+        at = went_wrong_at()
+        stats["failed_at"] = at
+        if grew > math.log(DIVERGENCE_FACTOR) + Z_BAD * se_d and positive:
+            growth = _tail_growth(y[t_best:])
+            stats["growth_per_step"] = growth
+            return Verdict(
+                "fail",
+                f"diverged: loss rose from {_fmt(level(start))} to {_fmt(level(end))} "
+                f"(x{math.exp(grew):.3g}), growing x{growth:.3g} per step from step {at}",
+                "divergence",
+                stats,
+                failed_at=at,
+            )
+        fell = start - best > Z_BAD * math.hypot(median_se(sigma, k_start), se_best)
+        if fell:
+            r3 = rolling_median(y[t_best:], 3)
+            jump = float(np.max(np.diff(r3))) if len(r3) > 1 else 0.0
+            if jump > 0.5 * rise:
+                return Verdict(
+                    "fail",
+                    f"spike that did not recover: loss fell to {_fmt(level(best))}, jumped at "
+                    f"step {at} and ended at {_fmt(level(end))} "
+                    f"(+{_pct(math.exp(rise) - 1 if positive else rise)} above the best)",
+                    "spike",
+                    stats,
+                    failed_at=at,
+                )
+            return Verdict(
+                "fail",
+                f"late rise: loss fell to {_fmt(level(best))} by step {stats['best_step']}, "
+                f"then climbed back to {_fmt(level(end))} "
+                f"(+{_pct(math.exp(rise) - 1 if positive else rise)} above the best, "
+                f"tolerance {_pct(crit.tolerance)})",
+                "late_rise",
+                stats,
+                failed_at=at,
+            )
+        _, _, p_inc = mann_kendall(block_medians(y, 10))
+        stats["p_increase"] = p_inc
+        if grew > Z_BAD * se_d and p_inc < ALPHA:
+            return Verdict(
+                "fail",
+                f"rose overall: loss went from {_fmt(level(start))} to {_fmt(level(end))} "
+                f"(+{_pct(math.exp(grew) - 1 if positive else grew)})",
+                "rise",
+                stats,
+                failed_at=at,
+            )
+
+    # A stall needs the drop to be confidently small. The start-to-end estimate rests on a
+    # few points at the start and is often too noisy to say so; the first half against the second
+    # half is far more precise but blind to a fast early drop, so it only counts where the
+    # start-to-end estimate cannot confirm a drop of min_drop either.
+    half = n // 2
+    d_half = float(np.median(y[:half]) - np.median(y[half:]))
+    se_half = math.hypot(median_se(sigma, half), median_se(sigma, n - half))
+    stats["half_drop"] = rel_drop(d_half)
+    stalled = d + Z_STALL * se_d < required or (
+        d - Z_STALL * se_d < required and d_half + Z_STALL * se_half < required
+    )
+    if stalled:
+        significant = p_dec < ALPHA and d > 0
+        kind = "too_little_drop" if significant else "stall"
+        what = (
+            "decreases too little"
+            if significant
+            else "stalled: no significant downward trend"
+        )
+        return Verdict(
+            "fail",
+            f"{what}: drop {_pct(drop)} from {_fmt(level(start))} to {_fmt(level(end))}, "
+            f"confidently below min_drop={_pct(crit.min_drop)} "
+            f"(Mann-Kendall tau={tau:.2f}, p={p_dec:.2g}, n={n})",
+            kind,
+            stats,
+            failed_at=off,
+        )
+
+    if p_dec < ALPHA and d >= required:
+        if crit.below is not None and level(end) > crit.below:
+            return Verdict(
+                "fail",
+                f"end level {_fmt(level(end))} is above below={_fmt(crit.below)} "
+                f"(it fell {_pct(drop)} from {_fmt(level(start))})",
+                "above_ceiling",
+                stats,
+                failed_at=off + n - 1,
+            )
+        return Verdict(
+            "pass",
+            f"decreased {_pct(drop)} from {_fmt(level(start))} to {_fmt(level(end))} "
+            f"(Mann-Kendall tau={tau:.2f}, p={p_dec:.2g}, n={n})",
+            "decrease",
+            stats,
+        )
+
+    if p_dec >= ALPHA:
+        why = f"the downward trend is not significant (p={p_dec:.2g} >= {ALPHA}, n={n})"
+    else:
+        why = (
+            f"the drop {_pct(drop)} is below min_drop={_pct(crit.min_drop)} but within "
+            "the noise"
+        )
+    return Verdict("inconclusive", f"inconclusive: {why}; {ADVICE}", "noisy", stats)
+
+
+def _pct(v: float) -> str:
+    return f"{100.0 * v:.3g}%"
+
+
+def _tail_growth(y: FloatArray) -> float:
+    """Per-step growth factor of the last half of ``y`` (Theil-Sen slope of log-loss)."""
+    tail = y[len(y) // 2 :]
+    if len(tail) < 2:
+        return 1.0
+    if len(tail) > 400:
+        tail = tail[-400:]
+    i, j = np.triu_indices(len(tail), k=1)
+    slope = float(np.median((tail[j] - tail[i]) / (j - i)))
+    return float(math.exp(slope))

@@ -1,0 +1,88 @@
+"""The result types of a judged loss curve (pure Python, cheap to import)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Status = Literal["pass", "fail", "inconclusive"]
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """One candidate explanation of a failing curve.
+
+    Attributes:
+        cause: a stable cause code such as ``"lr_too_high"`` (see the README for the list).
+        confidence: how sure the rule is, in [0, 1].
+        evidence: the figures behind it, one line.
+        fix: a concrete change to try.
+    """
+
+    cause: str
+    confidence: float
+    evidence: str
+    fix: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-able data."""
+        return {
+            "cause": self.cause,
+            "confidence": self.confidence,
+            "evidence": self.evidence,
+            "fix": self.fix,
+        }
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The judgement of one loss series.
+
+    Attributes:
+        status: ``"pass"``, ``"fail"`` or ``"inconclusive"``.
+        reason: one line a human reads first.
+        kind: what decided it, e.g. ``"decrease"``, ``"non_finite"``, ``"divergence"``,
+            ``"spike"``, ``"late_rise"``, ``"rise"``, ``"frozen"``, ``"stall"``,
+            ``"too_little_drop"``, ``"above_ceiling"``, ``"too_few_points"``, ``"noisy"``.
+        stats: the figures the verdict used (start, end, drop, tau, p_value, noise, ...).
+        diagnoses: candidate causes, most likely first.
+        failed_at: the step (index into the recorded series) where it went wrong, if known.
+
+    Example:
+        >>> from pytest_losstrend import check
+        >>> v = check([2.0, 1.6, 1.3, 1.1, 0.9, 0.8, 0.7, 0.65, 0.6, 0.55])
+        >>> v.ok, v.status
+        (True, 'pass')
+    """
+
+    status: Status
+    reason: str
+    kind: str
+    stats: dict[str, Any] = field(default_factory=dict)
+    diagnoses: tuple[Diagnosis, ...] = ()
+    failed_at: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True only for a pass; inconclusive is not ok."""
+        return self.status == "pass"
+
+    @property
+    def inconclusive(self) -> bool:
+        """True when the evidence was too thin to decide."""
+        return self.status == "inconclusive"
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-able data (the ``verdict`` object of the JSON report)."""
+        return {
+            "ok": self.ok,
+            "status": self.status,
+            "reason": self.reason,
+            "kind": self.kind,
+            "failed_at": self.failed_at,
+            "stats": dict(self.stats),
+            "diagnoses": [d.as_dict() for d in self.diagnoses],
+        }
