@@ -14,7 +14,7 @@ from .render import failure_message
 from .verdict import Verdict
 
 if TYPE_CHECKING:
-    from .trend import FloatArray
+    from .stats import FloatArray
 
 # Device tensors (CUDA, MPS) are kept as tensors and copied to the host in chunks of this many,
 # so recording never forces a device sync per step.
@@ -132,8 +132,7 @@ class LossTrend:
         if s.pending:
             s.flush()
         s.values.append(v)
-        # One comparison covers both NaN (v != v) and the bound; infinities exceed any bound.
-        if v > s.bound or v != v or v == -math.inf:
+        if v > s.bound or not math.isfinite(v):
             if self.fail_fast:
                 self._stop(s)
         elif v > 0 and s.bound == math.inf and len(s.values) <= BOUND_POINTS:

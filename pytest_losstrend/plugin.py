@@ -51,7 +51,9 @@ def _parse_seed(value: str) -> int:
     try:
         seed = int(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"seed must be a non-negative integer, got {value!r}")
+        raise argparse.ArgumentTypeError(
+            f"seed must be a non-negative integer, got {value!r}"
+        ) from None
     if seed < 0:
         raise argparse.ArgumentTypeError(f"seed must be a non-negative integer, got {value!r}")
     return seed
@@ -277,7 +279,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
         stop = exc
     lt = item.stash.get(_LT_KEY, None)
     crit, cause = parse_marker(name, mark)
-    data, action, message = judge_item(item, lt, name, crit, cause, stop)
+    data, action, message = judge_item(item, lt=lt, marker=name, crit=crit, cause=cause, stop=stop)
     item.stash[_RESULT_KEY] = data
     if action == "fail":
         pytest.fail(message, pytrace=False)

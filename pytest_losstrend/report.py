@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -42,7 +43,7 @@ def _json_default(obj: Any) -> Any:
 def _finite_json(doc: Any) -> Any:
     # JSON has no NaN or infinity; a diverged loss is written as the strings "nan"/"inf".
     if isinstance(doc, float):
-        if doc != doc:
+        if math.isnan(doc):
             return "nan"
         if doc in (float("inf"), float("-inf")):
             return "inf" if doc > 0 else "-inf"
@@ -64,7 +65,7 @@ def _g(v: Any) -> str:
 
 def term_lines(results: list[dict[str, Any]], width: int = 100) -> list[str]:
     """The terminal table: one row per test and series."""
-    rows: list[tuple[str, ...]] = []
+    rows: list[tuple[Any, ...]] = []
     for r in sorted(results, key=lambda r: r["nodeid"]):
         for name, s in r["series"].items():
             v = s["verdict"]
@@ -88,14 +89,14 @@ def term_lines(results: list[dict[str, Any]], width: int = 100) -> list[str]:
 
     def line(cells: tuple[str, ...], spark: str) -> str:
         out = []
-        for c, w in zip(cells, widths):
+        for c, w in zip(cells, widths, strict=False):
             out.append(c if len(c) <= w else "..." + c[-(w - 3):])
             out[-1] = out[-1].ljust(w)
         return "  ".join([*out, spark]).rstrip()
 
     lines = [line(head, "curve")]
-    for r in rows:
-        lines.append(line(r[:7], sparkline(r[7], spark_w)))
+    for row in rows:
+        lines.append(line(row[:7], sparkline(row[7], spark_w)))
     return lines
 
 

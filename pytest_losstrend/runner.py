@@ -54,6 +54,7 @@ def unmarked_result(item: pytest.Item, lt: LossTrend) -> dict[str, Any]:
 
 def judge_item(
     item: pytest.Item,
+    *,
     lt: LossTrend | None,
     marker: str,
     crit: Criteria,

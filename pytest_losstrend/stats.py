@@ -61,7 +61,7 @@ def mann_kendall(y: FloatArray) -> tuple[float, float, float]:
     if n <= _EXACT_MAX_N and not has_ties:
         cdf = _inversion_cdf(n)
         # S = pairs - 2 * D, where D is the number of discordant (decreasing) pairs.
-        discordant = int(round((pairs - s) / 2))
+        discordant = round((pairs - s) / 2)
         concordant = int(pairs) - discordant
         # The inversion distribution is symmetric, so P(D >= d) = P(D <= pairs - d).
         p_dec = cdf[concordant] if concordant < len(cdf) else 1.0
@@ -99,9 +99,11 @@ def rolling_median(y: FloatArray, window: int) -> FloatArray:
     """Trailing-window medians ``m[i] = median(y[i : i + window])`` (length n - window + 1)."""
     n = len(y)
     if window <= 1 or n < window:
-        return y.copy()
+        same: FloatArray = np.array(y, dtype=np.float64)
+        return same
     view = np.lib.stride_tricks.sliding_window_view(y, window)
-    return np.asarray(np.median(view, axis=1), dtype=np.float64)
+    out: FloatArray = np.median(view, axis=1).astype(np.float64)
+    return out
 
 
 def median_se(sigma: float, k: int) -> float:

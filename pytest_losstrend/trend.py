@@ -39,6 +39,9 @@ ALPHA = 0.01
 Z_BAD = 3.0
 # Standard errors of margin before a drop counts as confidently below ``min_drop``.
 Z_STALL = 2.5
+# Standard errors by which the start level must exceed the end level to count as a significant
+# decrease when the Mann-Kendall test has no power (a fast early drop, then a long flat tail).
+Z_PASS = 4.0
 # A rise to this multiple of the start level is divergence rather than a rise.
 DIVERGENCE_FACTOR = 2.0
 # A curve whose peak-to-peak spread is below this fraction of its level is frozen.
@@ -106,9 +109,9 @@ def judge(x: FloatArray, crit: Criteria) -> Verdict:
             failed_at=i,
         )
 
-    head = x[:BOUND_POINTS][x[:BOUND_POINTS] > 0]
-    if len(head):
-        ref = float(head[0])
+    early = x[:BOUND_POINTS][x[:BOUND_POINTS] > 0]
+    if len(early):
+        ref = float(early[0])
         over = np.nonzero(x > ref * DIVERGENCE_BOUND)[0]
         if len(over):
             i = int(over[0])
@@ -203,11 +206,11 @@ def judge(x: FloatArray, crit: Criteria) -> Verdict:
     }
 
     def went_wrong_at() -> int:
-        # First step after the best window where a short rolling median passes halfway
-        # between the best level and the end level.
+        # First step after the best window where a short rolling median leaves the best level
+        # by more than the tolerance (or a tenth of the whole rise, for steep rises).
         r3 = rolling_median(y, 3)
-        halfway = best + (end - best) / 2.0
-        after = np.nonzero(r3[t_best:] > halfway)[0]
+        threshold = best + max(tol, 0.1 * (end - best))
+        after = np.nonzero(r3[t_best:] > threshold)[0]
         return off + t_best + (int(after[0]) + 1 if len(after) else 0)
 
     if rise > rise_margin and t_best + w <= n - k_end:
@@ -273,11 +276,11 @@ def judge(x: FloatArray, crit: Criteria) -> Verdict:
         d - Z_STALL * se_d < required and d_half + Z_STALL * se_half < required
     )
     if stalled:
-        significant = p_dec < ALPHA and d > 0
-        kind = "too_little_drop" if significant else "stall"
+        creeping = p_dec < ALPHA and d > 0
+        kind = "too_little_drop" if creeping else "stall"
         what = (
             "decreases too little"
-            if significant
+            if creeping
             else "stalled: no significant downward trend"
         )
         return Verdict(
@@ -290,7 +293,10 @@ def judge(x: FloatArray, crit: Criteria) -> Verdict:
             failed_at=off,
         )
 
-    if p_dec < ALPHA and d >= required:
+    z_drop = d / se_d if se_d > 0 else (math.inf if d > 0 else 0.0)
+    stats["z_drop"] = z_drop if math.isfinite(z_drop) else None
+    significant = p_dec < ALPHA or z_drop > Z_PASS
+    if significant and d >= required:
         if crit.below is not None and level(end) > crit.below:
             return Verdict(
                 "fail",
@@ -308,7 +314,7 @@ def judge(x: FloatArray, crit: Criteria) -> Verdict:
             stats,
         )
 
-    if p_dec >= ALPHA:
+    if not significant:
         why = f"the downward trend is not significant (p={p_dec:.2g} >= {ALPHA}, n={n})"
     else:
         why = (

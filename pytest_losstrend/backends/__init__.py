@@ -57,7 +57,7 @@ def _number(value: Any) -> float:
 def _sequence(value: Sequence[Any]) -> list[float]:
     out: list[float] = []
     for v in value:
-        if isinstance(v, bool) or isinstance(v, (str, bytes)):
+        if isinstance(v, (bool, str, bytes)):
             raise TypeError(f"record() takes numbers; the sequence holds {type(v).__name__}")
         if isinstance(v, numbers.Real):
             out.append(float(v))

@@ -29,7 +29,7 @@ def make_callback(lt: LossTrend, series: str = "train", eval_series: str = "eval
     """Build the recording callback for ``lt`` (see ``LossTrend.keras_callback``)."""
     keras = _import_keras()
 
-    class LossTrendCallback(keras.callbacks.Callback):  # type: ignore[misc]
+    class LossTrendCallback(keras.callbacks.Callback):  # type: ignore[misc,name-defined]
         """Records each batch's own training loss, and ``val_loss`` per epoch."""
 
         def __init__(self) -> None:

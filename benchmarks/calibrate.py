@@ -1,0 +1,161 @@
+"""Calibration of the default verdict against the benchmark corpus of real loss curves.
+
+Reads ``benchmarks/corpus/*.json`` (written by ``benchmarks/corpus.py``), judges every run with
+the default criteria, and prints the table in ``benchmarks/README.md``: for healthy runs the
+false alarms (FAIL), inconclusive and pass counts; for bad runs how many are caught, side by
+side with the checks people write by hand.
+
+Usage::
+
+    python benchmarks/calibrate.py                 # the summary table
+    python benchmarks/calibrate.py --by-config     # one row per configuration
+    python benchmarks/calibrate.py --criteria min_drop=0.2 tolerance=0.2
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import sys
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pytest_losstrend import check
+
+HERE = Path(__file__).resolve().parent
+
+
+def _floats(values: Sequence[Any]) -> list[float]:
+    # The corpus stores non-finite values as strings, since JSON has no NaN.
+    return [float(v) for v in values]
+
+
+def naive_last_below_first(x: list[float]) -> bool:
+    """``assert losses[-1] < losses[0]``."""
+    return x[-1] < x[0]
+
+
+def naive_ten_percent(x: list[float]) -> bool:
+    """``assert losses[-1] <= 0.9 * losses[0]``."""
+    return x[-1] <= 0.9 * x[0]
+
+
+def naive_strict(x: list[float]) -> bool:
+    """Strictly decreasing at every step."""
+    return all(b < a for a, b in itertools.pairwise(x))
+
+
+NAIVE: dict[str, Callable[[list[float]], bool]] = {
+    "last < first": naive_last_below_first,
+    "last <= 0.9 first": naive_ten_percent,
+    "strictly decreasing": naive_strict,
+}
+
+
+def load_runs(folder: Path) -> list[dict[str, Any]]:
+    """Every run of every corpus file in ``folder``."""
+    runs: list[dict[str, Any]] = []
+    for path in sorted(folder.glob("*.json")):
+        doc = json.loads(path.read_text())
+        runs.extend(doc["runs"])
+    return runs
+
+
+def judge_runs(runs: list[dict[str, Any]], criteria: dict[str, Any]) -> list[dict[str, Any]]:
+    """Verdict and naive outcomes for each run."""
+    out = []
+    for run in runs:
+        series = run.get("judge") or "train"
+        x = _floats(run["series"][series])
+        v = check(x, **criteria)
+        out.append({
+            "run": run,
+            "status": v.status,
+            "kind": v.kind,
+            "reason": v.reason,
+            "naive": {name: fn(x) for name, fn in NAIVE.items()},
+        })
+    return out
+
+
+def _pct(k: int, n: int) -> str:
+    return f"{k}/{n} ({100.0 * k / n:.0f}%)" if n else "-"
+
+
+def summary(results: list[dict[str, Any]], by_config: bool) -> str:
+    """The calibration table as Markdown."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in results:
+        run = r["run"]
+        key = run["config"] if by_config else (run["mode"] or "healthy")
+        groups[(run["family"], key)].append(r)
+    names = list(NAIVE)
+    head = ["family", "group", "runs", "verdict FAIL", "INCONCLUSIVE", "PASS",
+            *(f"`{n}` fails" for n in names)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (family, key), rs in sorted(groups.items()):
+        n = len(rs)
+        counts = {s: sum(r["status"] == s for r in rs) for s in ("fail", "inconclusive", "pass")}
+        naive = [sum(not r["naive"][nm] for r in rs) for nm in names]
+        lines.append(
+            "| " + " | ".join([family, key, str(n), _pct(counts["fail"], n),
+                              _pct(counts["inconclusive"], n), _pct(counts["pass"], n),
+                              *(_pct(k, n) for k in naive)]) + " |"
+        )
+    for family in ("healthy", "bad"):
+        rs = [r for r in results if r["run"]["family"] == family]
+        if not rs:
+            continue
+        n = len(rs)
+        counts = {s: sum(r["status"] == s for r in rs) for s in ("fail", "inconclusive", "pass")}
+        naive = [sum(not r["naive"][nm] for r in rs) for nm in names]
+        lines.append(
+            "| " + " | ".join([f"**{family}**", "**all**", str(n), _pct(counts["fail"], n),
+                              _pct(counts["inconclusive"], n), _pct(counts["pass"], n),
+                              *(_pct(k, n) for k in naive)]) + " |"
+        )
+    return "\n".join(lines)
+
+
+def _parse_criteria(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        name, _, raw = item.partition("=")
+        try:
+            out[name] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[name] = raw
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--corpus", type=Path, default=HERE / "corpus")
+    ap.add_argument("--by-config", action="store_true", help="one row per configuration")
+    ap.add_argument("--criteria", nargs="*", default=[], help="name=value overrides")
+    ap.add_argument("--show", default="", help="print reasons for runs of configs containing it")
+    ap.add_argument("--false-alarms", action="store_true", help="list healthy runs that FAIL")
+    args = ap.parse_args(argv)
+    runs = load_runs(args.corpus)
+    if not runs:
+        print(f"no runs in {args.corpus}; run benchmarks/corpus.py first", file=sys.stderr)
+        return 2
+    results = judge_runs(runs, _parse_criteria(args.criteria))
+    print(summary(results, args.by_config))
+    for r in results:
+        run = r["run"]
+        fa = args.false_alarms and run["family"] == "healthy" and r["status"] == "fail"
+        missed = args.false_alarms and run["family"] == "bad" and r["status"] == "pass"
+        if fa or missed or (args.show and args.show in run["config"]):
+            print(f"{run['config']} seed={run['seed']}: {r['status']}: {r['reason']}")
+    fails = sum(r["status"] == "fail" for r in results if r["run"]["family"] == "healthy")
+    return 1 if fails and not math.isnan(fails) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
