@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 INCONCLUSIVE_OUTCOMES = ("fail", "skip", "pass")
-# A loss this many times the largest of its first few positive values has diverged: no healthy
+# A loss this many times the first positive value among the first few has diverged: no healthy
 # run gets there. The verdict fails on it, and ``record`` stops a marked test when it is passed.
 DIVERGENCE_BOUND = 1e4
 BOUND_POINTS = 5

@@ -21,6 +21,11 @@ if TYPE_CHECKING:
 DEVICE_CHUNK = 64
 
 
+def eval_series_for(series: str) -> str:
+    """Where the validation loss of a training series goes: ``"eval"`` for ``"train"``."""
+    return "eval" if series == "train" else f"{series}_eval"
+
+
 class LossTrendStop(Exception):
     """Raised by ``record`` to stop a marked test whose loss went non-finite or diverged.
 
@@ -78,12 +83,17 @@ class LossTrend:
         *,
         fail_fast: bool = False,
         seed: int | None = None,
+        base_seed: int | None = None,
         nodeid: str = "",
+        marker: str = "loss_decreases",
     ) -> None:
         self.criteria = criteria or Criteria()
         self.fail_fast = fail_fast
+        #: The seed this test ran under: ``base_seed`` plus the ``seeds=N`` index.
         self.seed = seed
+        self.base_seed = seed if base_seed is None else base_seed
         self.nodeid = nodeid
+        self.marker = marker
         self._series: dict[str, _Series] = {}
         self._converters: dict[type, Converter] = {}
         self.stopped: LossTrendStop | None = None
@@ -96,7 +106,8 @@ class LossTrend:
         """Append one loss (or each element of a sequence) to the named series.
 
         Takes a float, a numpy scalar or 1-d array, a list, a torch or tensorflow tensor
-        (scalar or 1-d), or a Keras ``History`` (its ``loss``, and ``val_loss`` as ``"eval"``).
+        (scalar or 1-d), or a Keras ``History`` (its ``loss``, and ``val_loss`` as ``"eval"``;
+        recorded under another series name ``"x"``, the validation loss goes to ``"x_eval"``).
         A torch tensor is detached, so the autograd graph is not kept alive; a tensor on an
         accelerator is copied to the host in chunks, never synchronised per step.
 
@@ -154,6 +165,8 @@ class LossTrend:
             self._check_last(s, len(out))
 
     def _check_last(self, s: _Series, k: int) -> None:
+        if k <= 0:
+            return
         if s.bound == math.inf:
             head = [v for v in s.values[:BOUND_POINTS] if v > 0 and math.isfinite(v)]
             if head:
@@ -168,7 +181,7 @@ class LossTrend:
         verdict = self.check(series=s.name)
         losses = s.values
         msg = failure_message(verdict, losses, self.criteria.merged(series=s.name),
-                              header="loss_decreases", seed=self.seed)
+                              header=self.marker, seed=self.seed_line())
         msg += f"\n  stopped:  at step {len(losses) - 1}, the remaining steps were skipped"
         self.stopped = LossTrendStop(msg, verdict, s.name)
         raise self.stopped
@@ -179,7 +192,7 @@ class LossTrend:
             raise ValueError("the Keras History has no 'loss' entry to record")
         self.record(list(hist["loss"]), series=series)
         if "val_loss" in hist:
-            self.record(list(hist["val_loss"]), series="eval")
+            self.record(list(hist["val_loss"]), series=eval_series_for(series))
 
     # -- access --------------------------------------------------------------------------
 
@@ -249,8 +262,15 @@ class LossTrend:
             return verdict
         raise AssertionError(
             failure_message(verdict, self.losses(crit.series), crit,
-                            header="assert_decreases", seed=self.seed)
+                            header="assert_decreases", seed=self.seed_line())
         )
+
+    def seed_line(self) -> str | None:
+        """How to rerun this test under the same seed, for failure messages."""
+        if self.seed is None:
+            return None
+        where = f"pytest '{self.nodeid}' " if self.nodeid else "pytest "
+        return f"{self.seed} (rerun: {where}--losstrend-seed={self.base_seed})"
 
     def _nothing_recorded(self, series: str) -> str:
         have = ", ".join(map(repr, self._series)) or "none"

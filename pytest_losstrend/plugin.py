@@ -36,7 +36,8 @@ def _parse_report(value: str) -> tuple[str, str | None]:
     if fmt not in REPORT_FORMATS:
         raise argparse.ArgumentTypeError(
             f"unknown report format {fmt!r}; expected one of {', '.join(REPORT_FORMATS)} "
-            "(e.g. --losstrend-report=json:losstrend.json)"
+            "(e.g. --losstrend-report=json:losstrend.json). A bare --losstrend-report takes "
+            "the next argument as its format: write --losstrend-report=term before a path"
         )
     if fmt == "term":
         if path:
@@ -126,7 +127,11 @@ def pytest_configure(config: pytest.Config) -> None:
             except argparse.ArgumentTypeError as exc:
                 raise pytest.UsageError(f"ini option losstrend_report: {exc}") from None
         reports = parsed
-    session = LossTrendSession(config, seed=seed, reports=list(reports))
+    # Report paths are relative to where pytest was invoked, as --junitxml's are, whatever the
+    # working directory is when the session ends.
+    root = config.invocation_params.dir
+    reports = [(fmt, str(root / path) if path else None) for fmt, path in reports]
+    session = LossTrendSession(config, seed=seed, reports=reports)
     config.stash[_CONFIG_KEY] = session
     config.pluginmanager.register(session, "losstrend-session")
 
@@ -145,6 +150,8 @@ class LossTrendSession:
         self.seed = seed
         self.reports = reports
         self.results: list[dict[str, Any]] = []
+        #: Node ids of marked test functions that did not ask for the fixture.
+        self.unrequested: set[str] = set()
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Collect the plain-data result a test report carries."""
@@ -211,7 +218,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             f"{metafunc.definition.nodeid}: @pytest.mark.{name}: {exc}"
         ) from None
     if "losstrend" not in metafunc.fixturenames:
+        # The fixture is added anyway, so the test is seeded; that it was not asked for is
+        # remembered, so that a test recording nothing is told to ask for it.
         metafunc.fixturenames.append("losstrend")
+        metafunc.config.stash[_CONFIG_KEY].unrequested.add(metafunc.definition.nodeid)
     if crit.seeds > 1:
         metafunc.fixturenames.append(SEED_ARG)
         metafunc.parametrize(
@@ -254,7 +264,14 @@ def losstrend(request: pytest.FixtureRequest) -> Generator[LossTrend, None, None
         index = int(callspec.params.get(SEED_ARG, 0))
     seed = settings.seed + index
     seed_everything(seed)
-    lt = LossTrend(crit, fail_fast=name is not None, seed=seed, nodeid=node.nodeid)
+    lt = LossTrend(
+        crit,
+        fail_fast=name is not None,
+        seed=seed,
+        base_seed=settings.seed,
+        nodeid=node.nodeid,
+        marker=name or MARK_DECREASES,
+    )
     node.stash[_LT_KEY] = lt
     yield lt
 
@@ -265,21 +282,29 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     name, mark = _marker_criteria(item)
     if name is None:
         return (yield)
+    from .fixture import LossTrendStop
     from .runner import judge_item
 
     stop = None
     result = None
-    try:
-        result = yield
-    except Exception as exc:
-        from .fixture import LossTrendStop
-
-        if not isinstance(exc, LossTrendStop):
-            raise
-        stop = exc
     lt = item.stash.get(_LT_KEY, None)
     crit, cause = parse_marker(name, mark)
-    data, action, message = judge_item(item, lt=lt, marker=name, crit=crit, cause=cause, stop=stop)
+    try:
+        result = yield
+    except LossTrendStop as exc:
+        stop = exc
+    except BaseException:
+        # The body failed (or skipped) on its own: that outcome stands, but the report still
+        # shows what was recorded, under the test's marker.
+        if lt is not None and lt.series_names:
+            from .runner import result_data
+
+            item.stash[_RESULT_KEY] = result_data(item, lt, crit, lt.check(), name)
+        raise
+    requested = item.nodeid.split("[", 1)[0] not in item.config.stash[_CONFIG_KEY].unrequested
+    data, action, message = judge_item(
+        item, lt=lt, marker=name, crit=crit, cause=cause, stop=stop, fixture_requested=requested
+    )
     item.stash[_RESULT_KEY] = data
     if action == "fail":
         pytest.fail(message, pytrace=False)

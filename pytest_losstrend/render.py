@@ -82,7 +82,7 @@ def failure_message(
     crit: Criteria,
     *,
     header: str = "loss_decreases",
-    seed: int | None = None,
+    seed: str | None = None,
 ) -> str:
     """The message a failing (or inconclusive) test shows.
 
@@ -119,5 +119,5 @@ def failure_message(
         lines.append(f"            fix: {d.fix}")
     lines.append(f"  criteria: {criteria_line(crit)}")
     if seed is not None:
-        lines.append(f"  seed:     {seed} (rerun with --losstrend-seed={seed})")
+        lines.append(f"  seed:     {seed}")
     return "\n".join(lines)

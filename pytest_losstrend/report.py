@@ -74,7 +74,7 @@ def term_lines(results: list[dict[str, Any]], width: int = 100) -> list[str]:
             status = v["status"].upper() if judged else v["status"]
             top = r["diagnoses"][0]["cause"] if judged and r["diagnoses"] else v.get("kind", "")
             rows.append((
-                r["nodeid"], name, str(len(s["losses"])),
+                r["nodeid"].rsplit("/", 1)[-1], name, str(len(s["losses"])),
                 f"{_g(st.get('start'))} -> {_g(st.get('end'))}",
                 f"{100 * st['drop']:.0f}%" if isinstance(st.get("drop"), float) else "-",
                 status, top, s["losses"],
@@ -83,14 +83,15 @@ def term_lines(results: list[dict[str, Any]], width: int = 100) -> list[str]:
         return ["no test recorded a loss"]
     head = ("test", "series", "steps", "start -> end", "drop", "verdict", "why")
     fixed = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head) if i > 0]
-    spark_w = 24
-    test_w = max(20, min(max(len(r[0]) for r in rows), width - sum(fixed) - 2 * 8 - spark_w))
+    spark_w = 24 if width >= 120 else 16
+    test_w = max(24, min(max(len(r[0]) for r in rows), width - sum(fixed) - 2 * 7 - spark_w))
     widths = [test_w, *fixed]
 
     def line(cells: tuple[str, ...], spark: str) -> str:
         out = []
         for c, w in zip(cells, widths, strict=False):
-            out.append(c if len(c) <= w else "..." + c[-(w - 3):])
+            # Keep the end of a long node id: the test name matters more than its folder.
+            out.append(c if len(c) <= w else "…" + c[-(w - 1):])
             out[-1] = out[-1].ljust(w)
         return "  ".join([*out, spark]).rstrip()
 

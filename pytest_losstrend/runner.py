@@ -60,12 +60,13 @@ def judge_item(
     crit: Criteria,
     cause: str | None,
     stop: LossTrendStop | None,
+    fixture_requested: bool = True,
 ) -> tuple[dict[str, Any], str, str]:
     """Judge a marked test: ``(result data, action, message)``.
 
     ``action`` is ``"pass"``, ``"fail"`` or ``"skip"``; the message says why.
     """
-    if lt is None:
+    if lt is None or (not fixture_requested and not lt.series_names):
         verdict = Verdict(
             "fail",
             "the test did not use the losstrend fixture, so nothing was recorded; add a "
@@ -79,7 +80,7 @@ def judge_item(
         verdict = lt.check()
     data = result_data(item, lt, crit, verdict, marker)
     losses = lt.losses(crit.series) if lt is not None else []
-    seed = lt.seed if lt is not None else None
+    seed = lt.seed_line() if lt is not None else None
 
     if marker == MARK_FAILS:
         return (data, *_expect_failure(verdict, losses, crit, cause, seed))
@@ -96,7 +97,7 @@ def judge_item(
 
 
 def _expect_failure(
-    verdict: Verdict, losses: list[float], crit: Criteria, cause: str | None, seed: int | None
+    verdict: Verdict, losses: list[float], crit: Criteria, cause: str | None, seed: str | None
 ) -> tuple[str, str]:
     header = "loss_fails"
     if verdict.status != "fail":

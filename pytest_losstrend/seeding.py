@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import sys
 
@@ -21,7 +20,6 @@ def seed_everything(seed: int) -> list[str]:
     """
     seeded = ["random"]
     random.seed(seed)
-    os.environ["PYTHONHASHSEED"] = str(seed)
     if "numpy" in sys.modules:
         import numpy as np
 

@@ -272,10 +272,9 @@ def judge(x: FloatArray, crit: Criteria) -> Verdict:
     d_half = float(np.median(y[:half]) - np.median(y[half:]))
     se_half = math.hypot(median_se(sigma, half), median_se(sigma, n - half))
     stats["half_drop"] = rel_drop(d_half)
-    stalled = d + Z_STALL * se_d < required or (
-        d - Z_STALL * se_d < required and d_half + Z_STALL * se_half < required
-    )
-    if stalled:
+    by_ends = d + Z_STALL * se_d < required
+    by_halves = d < required and d_half + Z_STALL * se_half < required
+    if by_ends or by_halves:
         creeping = p_dec < ALPHA and d > 0
         kind = "too_little_drop" if creeping else "stall"
         what = (
@@ -283,14 +282,18 @@ def judge(x: FloatArray, crit: Criteria) -> Verdict:
             if creeping
             else "stalled: no significant downward trend"
         )
+        measured = (
+            f"drop {_pct(drop)} from {_fmt(level(start))} to {_fmt(level(end))}"
+            if by_ends
+            else f"the second half sits {_pct(rel_drop(d_half))} below the first "
+            f"(start to end: {_pct(drop)})"
+        )
         return Verdict(
             "fail",
-            f"{what}: drop {_pct(drop)} from {_fmt(level(start))} to {_fmt(level(end))}, "
-            f"confidently below min_drop={_pct(crit.min_drop)} "
+            f"{what}: {measured}, confidently below min_drop={_pct(crit.min_drop)} "
             f"(Mann-Kendall tau={tau:.2f}, p={p_dec:.2g}, n={n})",
             kind,
             stats,
-            failed_at=off,
         )
 
     z_drop = d / se_d if se_d > 0 else (math.inf if d > 0 else 0.0)

@@ -19,7 +19,10 @@ HISTORY = object()
 def _vector(values: Any, what: str) -> list[float]:
     import numpy as np
 
-    arr = np.asarray(values, dtype=np.float64)
+    raw = np.asarray(values)
+    if raw.dtype.kind == "b":
+        raise TypeError(f"record() takes losses, not booleans; got {what} of booleans")
+    arr = raw.astype(np.float64)
     if arr.ndim == 0:
         return [float(arr)]
     if arr.ndim != 1:
@@ -31,6 +34,8 @@ def _vector(values: Any, what: str) -> list[float]:
 
 
 def _torch(value: Any) -> Any:
+    if value.dtype is _torch_bool():
+        raise TypeError("record() takes losses, not booleans; got a torch bool tensor")
     if value.dim() == 0 or (value.dim() == 1 and value.numel() == 1):
         if value.device.type == "cpu":
             return float(value.item())
@@ -41,6 +46,12 @@ def _torch(value: Any) -> Any:
         "record() takes a scalar loss or a 1-d sequence of losses; got a torch tensor of shape "
         f"{tuple(value.shape)} (reduce it first, e.g. loss.mean())"
     )
+
+
+def _torch_bool() -> Any:
+    import torch
+
+    return torch.bool
 
 
 def _tensorflow(value: Any) -> Any:

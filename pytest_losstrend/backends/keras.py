@@ -3,8 +3,9 @@
 Keras 3 reports ``logs["loss"]`` in ``on_train_batch_end`` as the running mean over the epoch so
 far, weighted by batch size. A test that records it sees a smoothed curve whose noise shrinks
 along each epoch and jumps at every epoch boundary. The callback recovers each batch's own
-loss instead: from the loss tracker's running sums when the model has one (exact, whatever the
-batch sizes), else by differencing the running mean under equal batch weights.
+loss instead from the running sums (``total`` and ``count``) of the loss tracker, or of a
+metric named ``"loss"`` in a custom ``train_step``: exact, whatever the batch sizes. A custom
+``train_step`` that returns the batch's loss directly is recorded as it is.
 """
 
 from __future__ import annotations
@@ -34,37 +35,37 @@ def make_callback(lt: LossTrend, series: str = "train", eval_series: str = "eval
 
         def __init__(self) -> None:
             super().__init__()
-            self._total = 0.0
-            self._count = 0.0
-            self._mean = 0.0
-            self._batches = 0
-            self._tracker: Any = None
+            self._trackers: list[Any] = []
+            self._last: dict[int, tuple[float, float]] = {}
 
         def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-            tracker = getattr(self.model, "_loss_tracker", None)
-            ok = tracker is not None and hasattr(tracker, "total") and hasattr(tracker, "count")
-            self._tracker = tracker if ok else None
-
-        def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-            self._total = self._count = self._mean = 0.0
-            self._batches = 0
+            # The compiled loss tracker first; then any metric named "loss", which is what a
+            # custom train_step following the Keras guide keeps.
+            found = [getattr(self.model, "_loss_tracker", None)]
+            found += [m for m in getattr(self.model, "metrics", []) if m.name == "loss"]
+            self._trackers = []
+            for t in found:
+                usable = t is not None and hasattr(t, "total") and hasattr(t, "count")
+                if usable and all(t is not k for k in self._trackers):
+                    self._trackers.append(t)
+            self._last = {}
 
         def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-            if self._tracker is not None:
-                total = float(self._tracker.total.numpy())
-                count = float(self._tracker.count.numpy())
-                weight = count - self._count
+            for tracker in self._trackers:
+                total = float(tracker.total.numpy())
+                count = float(tracker.count.numpy())
+                prev_total, prev_count = self._last.get(id(tracker), (0.0, 0.0))
+                if count < prev_count:
+                    # Keras reset the tracker at an epoch boundary.
+                    prev_total, prev_count = 0.0, 0.0
+                self._last[id(tracker)] = (total, count)
+                weight = count - prev_count
                 if weight > 0:
-                    lt.record((total - self._total) / weight, series=series)
-                    self._total, self._count = total, count
+                    lt.record((total - prev_total) / weight, series=series)
                     return
-            if not logs or "loss" not in logs:
-                return
-            # Equal-weight fallback: mean_k * k - mean_{k-1} * (k - 1) is batch k's loss.
-            mean = float(logs["loss"])
-            k = self._batches + 1
-            lt.record(mean * k - self._mean * (k - 1), series=series)
-            self._mean, self._batches = mean, k
+            # No running tracker moved: a custom train_step that returns the batch's loss.
+            if logs and "loss" in logs:
+                lt.record(float(logs["loss"]), series=series)
 
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             if logs and "val_loss" in logs:

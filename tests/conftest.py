@@ -1,0 +1,158 @@
+"""Shared fixtures: a pytester primed with tiny, real torch training loops.
+
+The inner test files written through ``lt_pytester`` import ``lt_helpers``, a module of small
+training loops (linear regression on synthetic data, a fraction of a second each). torch is
+imported once per process, before pytester snapshots ``sys.modules``: pytester drops every
+module imported during a test when the test ends, and torch cannot be imported twice.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+import pytest
+
+HELPERS = '''
+"""Tiny real training loops for the inner tests (each well under a second)."""
+
+from pathlib import Path
+
+import torch
+from torch.nn.functional import mse_loss
+
+
+def regression(n=160, d=4, noise=0.1):
+    """A fixed synthetic linear-regression data set (independent of the test seed)."""
+    g = torch.Generator().manual_seed(1234)
+    x = torch.randn(n, d, generator=g)
+    w = torch.randn(d, 1, generator=g)
+    return x, x @ w + noise * torch.randn(n, 1, generator=g)
+
+
+def train(losstrend, steps=60, lr=0.05, batch=None, frozen=False, eval_every=0, shift=1.0):
+    """Fit a linear model with SGD, recording each step's loss (and every ``eval_every``
+    steps the held-out loss, whose targets are multiplied by ``shift``, as "eval").
+
+    The number of completed steps is written to steps.txt, even when recording stops the run.
+    """
+    x, y = regression()
+    xt, yt, xe, ye = x[:128], y[:128], x[128:], shift * y[128:]
+    model = torch.nn.Linear(4, 1)
+    params = [torch.nn.Parameter(torch.zeros(1))] if frozen else model.parameters()
+    opt = torch.optim.SGD(params, lr=lr)
+    done = 0
+    try:
+        for step in range(steps):
+            if batch:
+                idx = torch.randint(0, len(xt), (batch,))
+                xb, yb = xt[idx], yt[idx]
+            else:
+                xb, yb = xt, yt
+            opt.zero_grad()
+            loss = mse_loss(model(xb), yb)
+            loss.backward()
+            opt.step()
+            losstrend.record(loss)
+            if eval_every and step % eval_every == eval_every - 1:
+                with torch.no_grad():
+                    losstrend.record(mse_loss(model(xe), ye), series="eval")
+            done += 1
+    finally:
+        Path("steps.txt").write_text(str(done))
+    return model
+
+
+def diverge(losstrend, steps=200):
+    """Linear regression on inputs up to 10 with SGD lr=1.0: the loss explodes."""
+    x = torch.rand(100, 1) * 10
+    y = 3 * x + 1
+    model = torch.nn.Linear(1, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    done = 0
+    try:
+        for _ in range(steps):
+            opt.zero_grad()
+            loss = mse_loss(model(x), y)
+            loss.backward()
+            opt.step()
+            losstrend.record(loss)
+            done += 1
+    finally:
+        Path("steps.txt").write_text(str(done))
+
+
+def nan_batch(losstrend, epochs=3, bad_row=75):
+    """Minibatches of 10 in order over 100 rows, one of which holds a NaN: the loss of the
+    batch holding row ``bad_row`` is NaN."""
+    x, y = regression(100)
+    x[bad_row, 0] = float("nan")
+    model = torch.nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    done = 0
+    try:
+        for _ in range(epochs):
+            for i in range(0, 100, 10):
+                opt.zero_grad()
+                loss = mse_loss(model(x[i:i + 10]), y[i:i + 10])
+                loss.backward()
+                opt.step()
+                losstrend.record(loss)
+                done += 1
+    finally:
+        Path("steps.txt").write_text(str(done))
+
+
+def unstable_start(losstrend, steps=80, unstable=20):
+    """Start next to the least-squares optimum with a learning rate just past the stability
+    limit for ``unstable`` steps (the loss climbs x15), then a stable one: the loss comes back
+    down to where it started."""
+    x = torch.rand(200, 1) * 10
+    y = 3 * x + 1 + 0.5 * torch.randn(200, 1)
+    model = torch.nn.Linear(1, 1)
+    with torch.no_grad():
+        design = torch.cat([x, torch.ones_like(x)], 1)
+        sol = torch.linalg.lstsq(design, y).solution
+        model.weight.fill_(float(sol[0, 0]) + 3e-3)
+        model.bias.fill_(float(sol[1, 0]))
+    opt = torch.optim.SGD(model.parameters(), lr=0.036)
+    for step in range(steps):
+        if step == unstable:
+            for group in opt.param_groups:
+                group["lr"] = 0.004
+        opt.zero_grad()
+        loss = mse_loss(model(x), y)
+        loss.backward()
+        opt.step()
+        losstrend.record(loss)
+'''
+
+
+@pytest.fixture(scope="session")
+def torch_module() -> ModuleType:
+    """torch, imported before any pytester snapshot of ``sys.modules`` is taken.
+
+    torch imports parts of itself lazily (the first optimizer step imports ``torch._dynamo``),
+    and those cannot be imported a second time either, so one tiny training step runs here.
+    """
+    import torch
+
+    import pytest_losstrend.fixture
+    import pytest_losstrend.runner
+
+    model = torch.nn.Linear(1, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.rand(4, 1)
+    loss = torch.nn.functional.mse_loss(model(x), 2 * x)
+    loss.backward()
+    opt.step()
+    torch.linalg.lstsq(torch.cat([x, torch.ones_like(x)], 1), 2 * x)
+    pytest_losstrend.fixture.LossTrend().record(loss)
+    return torch
+
+
+@pytest.fixture
+def lt_pytester(torch_module: ModuleType, pytester: pytest.Pytester) -> pytest.Pytester:
+    """A pytester whose directory holds ``lt_helpers.py`` (the inner training loops)."""
+    pytester.makepyfile(lt_helpers=HELPERS)
+    return pytester
+

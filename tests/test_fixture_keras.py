@@ -1,0 +1,209 @@
+"""The ``losstrend`` fixture with Keras 3 ``model.fit`` and with a ``tf.GradientTape`` loop.
+
+The callback must record each batch's own loss, not the epoch's running mean that Keras puts in
+``logs["loss"]``. With ``learning_rate=0.0`` the weights never change, so every batch's loss can
+be computed directly afterwards and compared with what was recorded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from pytest_losstrend import LossTrend
+from pytest_losstrend.fixture import LossTrendStop
+
+Arrays = tuple[np.ndarray, np.ndarray]
+
+
+def _data(n: int, seed: int = 0) -> Arrays:
+    """``n`` rows of a noisy 5-feature linear regression, float32, targets of shape (n, 1)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 5)).astype("float32")
+    y = x @ rng.normal(size=(5, 1)) + 0.1 * rng.normal(size=(n, 1))
+    return x, y.astype("float32")
+
+
+def _dense(cls: type[keras.Model] = keras.Model) -> keras.Model:
+    """A single Dense(1) layer built as a functional model of class ``cls``."""
+    inputs = keras.Input((5,))
+    return cls(inputs, keras.layers.Dense(1)(inputs))
+
+
+def _batch_losses(model: keras.Model, data: Arrays, batch: int) -> list[float]:
+    """Each batch's own mean squared error, computed directly, in fit's (unshuffled) order."""
+    x, y = data
+    out = []
+    for i in range(0, len(x), batch):
+        pred = np.asarray(model(x[i : i + batch]))
+        out.append(float(np.mean((pred - y[i : i + batch]) ** 2)))
+    return out
+
+
+def _frozen_fit(model: keras.Model, data: Arrays, batch: int, epochs: int = 2) -> list[float]:
+    """Fit with learning rate 0 (the weights never move) and return what the callback recorded."""
+    lt = LossTrend()
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.0), loss="mse")
+    model.fit(
+        *data, epochs=epochs, batch_size=batch, shuffle=False,
+        callbacks=[lt.keras_callback()], verbose=0,
+    )
+    return lt.losses()
+
+
+# -- the callback's series ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("n", "batch"), [(128, 32), (100, 32)], ids=["even", "last-batch-of-4"])
+def test_callback_records_each_batch_loss(n: int, batch: int) -> None:
+    data = _data(n)
+    model = _dense()
+    recorded = _frozen_fit(model, data, batch)
+    per_batch = _batch_losses(model, data, batch)
+    assert recorded == pytest.approx(per_batch * 2, rel=1e-4)
+    # The running mean Keras logs differs from the per-batch series, so the check has teeth.
+    sizes = np.diff([*range(0, n, batch), n])
+    running = np.cumsum(np.multiply(per_batch, sizes)) / np.cumsum(sizes)
+    assert not np.allclose(per_batch, running, rtol=1e-2)
+
+
+class GuideModel(keras.Model):
+    """The Keras guide's custom ``train_step``: updates ``self.metrics`` itself."""
+
+    def train_step(self, data: Any) -> dict[str, Any]:
+        x, y = data
+        with tf.GradientTape() as tape:
+            y_pred = self(x, training=True)
+            loss = self.compute_loss(y=y, y_pred=y_pred)
+        grads = tape.gradient(loss, self.trainable_variables)
+        self.optimizer.apply(grads, self.trainable_variables)
+        for metric in self.metrics:
+            if metric.name == "loss":
+                metric.update_state(loss)
+            else:
+                metric.update_state(y, y_pred)
+        return {m.name: m.result() for m in self.metrics}
+
+
+class OwnTrackerModel(keras.Model):
+    """A custom ``train_step`` with its own ``Mean`` loss tracker over per-sample losses (the
+    compiled loss tracker is never updated)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+
+    def train_step(self, data: Any) -> dict[str, Any]:
+        x, y = data
+        with tf.GradientTape() as tape:
+            y_pred = self(x, training=True)
+            loss = keras.losses.mean_squared_error(y, y_pred)
+        grads = tape.gradient(loss, self.trainable_variables)
+        self.optimizer.apply(grads, self.trainable_variables)
+        self.loss_tracker.update_state(loss)
+        return {"loss": self.loss_tracker.result()}
+
+    @property
+    def metrics(self) -> list[Any]:
+        return [self.loss_tracker]
+
+
+class BatchLossModel(keras.Model):
+    """A custom ``train_step`` that returns the batch's own loss and tracks no metric."""
+
+    def train_step(self, data: Any) -> dict[str, Any]:
+        x, y = data
+        with tf.GradientTape() as tape:
+            y_pred = self(x, training=True)
+            loss = self.compute_loss(y=y, y_pred=y_pred)
+        grads = tape.gradient(loss, self.trainable_variables)
+        self.optimizer.apply(grads, self.trainable_variables)
+        return {"loss": loss}
+
+
+@pytest.mark.parametrize("cls", [GuideModel, OwnTrackerModel, BatchLossModel])
+def test_callback_with_custom_train_step(cls: type[keras.Model]) -> None:
+    """Whatever the train_step does with the loss tracker, the series holds each batch's own
+    loss (100 rows in batches of 32: the last batch has 4)."""
+    data = _data(100)
+    model = _dense(cls)
+    recorded = _frozen_fit(model, data, 32, epochs=1)
+    assert recorded == pytest.approx(_batch_losses(model, data, 32), rel=1e-4)
+
+
+def test_callback_records_val_loss_per_epoch() -> None:
+    x, y = _data(160)
+    lt = LossTrend()
+    model = _dense()
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.05), loss="mse")
+    history = model.fit(
+        x, y, epochs=3, batch_size=32, validation_data=(x[:32], y[:32]),
+        callbacks=[lt.keras_callback()], verbose=0,
+    )
+    assert lt.series_names == ["train", "eval"]
+    assert len(lt.losses()) == 3 * 5
+    assert lt.losses("eval") == pytest.approx(history.history["val_loss"], rel=1e-6)
+    assert lt.framework == "keras"
+
+
+def test_callback_stops_a_diverging_fit_early() -> None:
+    x, y = _data(200)
+    lt = LossTrend(fail_fast=True)
+    model = _dense()
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=3.0), loss="mse")
+    with pytest.raises(LossTrendStop, match="diverged"):
+        model.fit(
+            10 * x, 10 * y, epochs=10, batch_size=20, callbacks=[lt.keras_callback()], verbose=0
+        )
+    assert len(lt.losses()) < 10  # of 100 batches
+
+
+# -- judged by the plugin -----------------------------------------------------------------------
+
+
+@pytest.mark.loss_decreases(min_drop=0.5)
+def test_keras_fit_learns(losstrend: LossTrend) -> None:
+    x, y = _data(400)
+    model = keras.Sequential(
+        [keras.Input((5,)), keras.layers.Dense(16, activation="tanh"), keras.layers.Dense(1)]
+    )
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.05), loss="mse")
+    model.fit(
+        x, y, epochs=3, batch_size=32, validation_split=0.2,
+        callbacks=[losstrend.keras_callback()], verbose=0,
+    )
+    assert len(losstrend.losses()) == 30
+    assert len(losstrend.losses("eval")) == 3
+    assert losstrend.framework == "keras"
+
+
+@pytest.mark.loss_fails
+def test_keras_fit_with_exploding_learning_rate_is_caught(losstrend: LossTrend) -> None:
+    x, y = _data(200)
+    model = _dense()
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=3.0), loss="mse")
+    model.fit(
+        10 * x, 10 * y, epochs=10, batch_size=20, callbacks=[losstrend.keras_callback()],
+        verbose=0,
+    )
+    pytest.fail("the diverging fit should have been stopped")  # pragma: no cover
+
+
+@pytest.mark.loss_decreases(min_drop=0.5)
+def test_gradient_tape_loop_records_tf_tensors(losstrend: LossTrend) -> None:
+    x, y = _data(256)
+    w = tf.Variable(tf.zeros((5, 1)))
+    b = tf.Variable(0.0)
+    opt = keras.optimizers.Adam(learning_rate=0.05)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(256, seed=0).batch(32).repeat(6)
+    for xb, yb in ds:
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean((xb @ w + b - yb) ** 2)
+        opt.apply_gradients(zip(tape.gradient(loss, [w, b]), [w, b], strict=True))
+        losstrend.record(loss)
+    assert len(losstrend.losses()) == 48
+    assert losstrend.framework == "tensorflow"

@@ -1,0 +1,326 @@
+"""``LossTrend.record``: what it accepts, what it rejects, and when it stops a run."""
+
+from __future__ import annotations
+
+import gc
+import math
+import weakref
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from pytest_losstrend import LossTrend
+from pytest_losstrend.fixture import LossTrendStop
+
+
+@pytest.fixture(scope="module")
+def tf() -> ModuleType:
+    """tensorflow, imported only by the tests that need it."""
+    import tensorflow
+
+    return tensorflow
+
+
+def _recorded(value: Any) -> list[float]:
+    """What one ``record(value)`` call appends to a fresh train series."""
+    lt = LossTrend()
+    lt.record(value)
+    return lt.losses()
+
+
+# -- accepted values ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (0.5, [0.5]),
+        (3, [3.0]),
+        (np.float64(0.25), [0.25]),
+        (np.float32(0.5), [0.5]),
+        (np.float16(1.5), [1.5]),
+        (np.int64(7), [7.0]),
+        (np.array(0.75), [0.75]),
+        (np.array([1.0, 0.5, 0.25]), [1.0, 0.5, 0.25]),
+        (np.array([2], dtype=np.int32), [2.0]),
+        ([1.0, 2, np.float32(0.5)], [1.0, 2.0, 0.5]),
+        ((1.0, 0.5), [1.0, 0.5]),
+        ([], []),
+    ],
+    ids=lambda v: type(v).__name__,
+)
+def test_record_plain_values(value: Any, expected: list[float]) -> None:
+    got = _recorded(value)
+    assert got == expected
+    assert all(type(v) is float for v in got)
+
+
+def test_record_appends_in_order_across_calls() -> None:
+    lt = LossTrend()
+    lt.record(3.0)
+    lt.record([2.5, 2.0])
+    lt.record(np.array([1.5]))
+    lt.record(1)
+    assert lt.losses() == [3.0, 2.5, 2.0, 1.5, 1.0]
+    assert lt.framework is None
+
+
+def test_record_named_series() -> None:
+    lt = LossTrend()
+    lt.record(1.0)
+    lt.record(2.0, series="eval")
+    lt.record(0.5)
+    assert lt.series_names == ["train", "eval"]
+    assert lt.as_dict() == {"train": [1.0, 0.5], "eval": [2.0]}
+    assert lt.losses("missing") == []
+    assert lt.array("train").dtype == np.float64
+    assert lt.array("train").tolist() == [1.0, 0.5]
+
+
+def test_record_torch_scalar_with_grad_keeps_no_graph() -> None:
+    x = torch.randn(16, 3)
+    w = torch.randn(3, requires_grad=True)
+    hidden = x @ w
+    loss = (hidden**2).mean()
+    expected = loss.item()
+    loss_ref = weakref.ref(loss)
+    hidden_ref = weakref.ref(hidden)  # saved by pow for the backward pass
+    del hidden
+
+    lt = LossTrend()
+    lt.record(loss)
+    assert lt.losses() == [expected]
+    assert hidden_ref() is not None, "the graph is alive while the loss is"
+
+    del loss
+    gc.collect()
+    assert loss_ref() is None, "record() kept the loss tensor alive"
+    assert hidden_ref() is None, "record() kept the autograd graph alive"
+    assert lt.framework == "torch"
+
+
+def test_record_torch_one_element_and_low_precision() -> None:
+    lt = LossTrend()
+    lt.record(torch.tensor([0.5]))
+    lt.record(torch.tensor(0.25, dtype=torch.float16))
+    lt.record(torch.tensor(2.0, dtype=torch.bfloat16))
+    lt.record(torch.tensor(3, dtype=torch.int64))
+    assert lt.losses() == [0.5, 0.25, 2.0, 3.0]
+
+
+def test_record_torch_vector() -> None:
+    w = torch.ones(3, requires_grad=True)
+    per_step = w * torch.tensor([1.0, 0.5, 0.25])
+    lt = LossTrend()
+    lt.record(per_step)
+    assert lt.losses() == [1.0, 0.5, 0.25]
+
+
+def test_record_list_of_torch_scalars() -> None:
+    assert _recorded([torch.tensor(1.0), torch.tensor(0.5, requires_grad=True)]) == [1.0, 0.5]
+
+
+def test_record_tf_tensors(tf: ModuleType) -> None:
+    lt = LossTrend()
+    lt.record(tf.constant(0.5))
+    lt.record(tf.constant([0.25, 0.125], dtype=tf.float64))
+    lt.record(tf.Variable(2.0))
+    assert lt.losses() == [0.5, 0.25, 0.125, 2.0]
+    assert lt.framework == "tensorflow"
+
+
+def test_record_keras_history(tf: ModuleType) -> None:
+    import keras
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 3)).astype("float32")
+    y = (x @ np.array([[1.0], [-2.0], [0.5]])).astype("float32")
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse", run_eagerly=True)
+    history = model.fit(x, y, epochs=3, batch_size=16, validation_split=0.25, verbose=0)
+
+    lt = LossTrend()
+    lt.record(history)
+    assert lt.losses() == pytest.approx(history.history["loss"], rel=1e-12)
+    assert lt.losses("eval") == pytest.approx(history.history["val_loss"], rel=1e-12)
+    assert len(lt.losses()) == 3
+    assert lt.framework == "keras"
+
+
+def test_record_keras_history_without_loss(tf: ModuleType) -> None:
+    import keras
+
+    with pytest.raises(ValueError, match="History has no 'loss' entry"):
+        LossTrend().record(keras.callbacks.History())
+
+
+# -- rejected values ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value", [True, False, None, "0.5", b"0.5", {"loss": 1.0}, {0.5}, 1 + 2j, object()],
+    ids=lambda v: type(v).__name__,
+)
+def test_record_rejects_non_losses(value: Any) -> None:
+    lt = LossTrend()
+    with pytest.raises(TypeError, match=r"record\(\) takes"):
+        lt.record(value)
+    assert lt.losses() == []
+
+
+@pytest.mark.parametrize(
+    "value",
+    [np.bool_(True), np.array([True, False]), torch.tensor(True), torch.tensor([True, False])],
+    ids=["np.bool_", "np-bool-array", "torch-bool", "torch-bool-vector"],
+)
+def test_record_rejects_booleans_of_any_kind(value: Any) -> None:
+    """A bool is rejected, so a numpy or torch boolean (a mask, a comparison) must be too."""
+    with pytest.raises(TypeError):
+        LossTrend().record(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [["0.5"], [True, 1.0], [None]],
+    ids=["str", "bool", "None"],
+)
+def test_record_rejects_sequences_of_non_numbers(value: Any) -> None:
+    with pytest.raises(TypeError):
+        LossTrend().record(value)
+
+
+def test_record_rejects_nested_sequences() -> None:
+    with pytest.raises(ValueError, match="flat sequence"):
+        LossTrend().record([[1.0, 2.0]])
+
+
+@pytest.mark.parametrize(
+    "value",
+    [np.ones((2, 3)), torch.ones(2, 3, requires_grad=True)],
+    ids=["numpy", "torch"],
+)
+def test_record_rejects_2d(value: Any) -> None:
+    with pytest.raises(ValueError, match=r"shape \(2, 3\).*loss\.mean\(\)"):
+        LossTrend().record(value)
+
+
+def test_record_rejects_2d_tf(tf: ModuleType) -> None:
+    with pytest.raises(ValueError, match=r"shape \(2, 3\)"):
+        LossTrend().record(tf.ones((2, 3)))
+
+
+def test_record_rejects_2d_after_1d_of_the_same_type() -> None:
+    """The converter is cached per type; the shape check must still run."""
+    lt = LossTrend()
+    lt.record(np.array([1.0, 0.5]))
+    with pytest.raises(ValueError, match=r"shape \(2, 2\)"):
+        lt.record(np.ones((2, 2)))
+    assert lt.losses() == [1.0, 0.5]
+
+
+@pytest.mark.parametrize("series", ["", 3, None])
+def test_record_rejects_bad_series_names(series: Any) -> None:
+    with pytest.raises(TypeError, match="series must be a non-empty string"):
+        LossTrend().record(1.0, series=series)
+
+
+# -- fail fast ----------------------------------------------------------------------------------
+
+
+def test_fail_fast_stops_on_nan() -> None:
+    lt = LossTrend(fail_fast=True, seed=3)
+    lt.record(1.0)
+    lt.record(0.9)
+    with pytest.raises(LossTrendStop) as info:
+        lt.record(float("nan"))
+    stop = info.value
+    assert lt.stopped is stop
+    assert stop.series == "train"
+    assert stop.verdict.kind == "non_finite"
+    assert stop.verdict.failed_at == 2
+    message = str(stop)
+    assert "non-finite loss nan at step 2 (last finite value 0.9 at step 1)" in message
+    assert "stopped:  at step 2, the remaining steps were skipped" in message
+    assert "seed:     3" in message
+
+
+def test_fail_fast_stops_past_the_divergence_bound() -> None:
+    lt = LossTrend(fail_fast=True)
+    lt.record(2.0)
+    lt.record(2.0 * 1e4)  # exactly at the bound: not past it
+    with pytest.raises(LossTrendStop) as info:
+        lt.record(2.0 * 1e4 * 1.01)
+    assert info.value.verdict.kind == "divergence"
+    assert info.value.verdict.failed_at == 2
+    assert "diverged" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        float("inf"),
+        float("-inf"),
+        np.float32("nan"),
+        np.array([0.8, np.nan]),
+        [0.8, math.inf],
+        torch.tensor(float("nan"), requires_grad=True),
+        torch.tensor([0.8, float("nan")]),
+    ],
+    ids=["inf", "-inf", "np.float32-nan", "array-nan", "list-inf", "torch-nan", "torch-vector"],
+)
+def test_fail_fast_stops_on_any_non_finite_value(bad: Any) -> None:
+    lt = LossTrend(fail_fast=True)
+    lt.record(1.0)
+    with pytest.raises(LossTrendStop):
+        lt.record(bad)
+
+
+def test_fail_fast_stops_on_a_diverging_vector() -> None:
+    lt = LossTrend(fail_fast=True)
+    with pytest.raises(LossTrendStop) as info:
+        lt.record(np.array([1.0, 10.0, 1e3, 1e5, 1e7]))
+    assert info.value.verdict.kind == "divergence"
+    assert info.value.verdict.failed_at == 3
+
+
+def test_fail_fast_stops_on_infinity_as_the_first_value() -> None:
+    lt = LossTrend(fail_fast=True)
+    with pytest.raises(LossTrendStop):
+        lt.record(float("inf"))
+
+
+def test_fail_fast_stops_on_infinity_after_negative_losses() -> None:
+    """Negative losses (the NLL of a density) set no divergence bound; +inf is still
+    non-finite."""
+    lt = LossTrend(fail_fast=True)
+    lt.record(-0.5)
+    lt.record(-0.7)
+    with pytest.raises(LossTrendStop):
+        lt.record(float("inf"))
+
+
+def test_fail_fast_stops_on_the_eval_series() -> None:
+    lt = LossTrend(fail_fast=True)
+    lt.record(1.0)
+    lt.record(1.0, series="eval")
+    with pytest.raises(LossTrendStop) as info:
+        lt.record(float("nan"), series="eval")
+    assert info.value.series == "eval"
+    assert "on series 'eval'" in str(info.value)
+
+
+def test_without_fail_fast_nothing_stops() -> None:
+    lt = LossTrend(fail_fast=False)
+    for v in [1.0, 2e4, float("inf"), float("nan"), -math.inf]:
+        lt.record(v)
+    lt.record(np.array([np.nan, 1e9]))
+    lt.record(torch.tensor(float("nan")))
+    assert lt.stopped is None
+    assert len(lt.losses()) == 8
+    verdict = lt.check()
+    assert verdict.status == "fail"
+    assert verdict.kind == "non_finite"
+    assert verdict.failed_at == 2
