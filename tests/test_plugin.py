@@ -320,7 +320,6 @@ def test_failure_message_content(lt_pytester: pytest.Pytester) -> None:
             "*loss_decreases FAILED on series 'train': *",
             "*  figures:  start * -> end *, drop *%, Mann-Kendall tau *, p *, noise *,"
             " 80 points",
-            
             "*  curve:    * (* .. *)",
             "*  criteria: series=train min_drop=0.2 below=None tolerance=0.1 warmup=0"
             " min_points=8 seeds=1 inconclusive=fail",
