@@ -65,21 +65,40 @@ def load_runs(folder: Path) -> list[dict[str, Any]]:
     return runs
 
 
+def _judged_series(run: dict[str, Any]) -> list[str]:
+    # A bad run is judged on the series that shows its fault; a healthy run on every series
+    # it has, since a healthy eval curve must not fail either.
+    if run["family"] == "bad":
+        return [run.get("judge") or "train"]
+    return list(run["series"])
+
+
 def judge_runs(runs: list[dict[str, Any]], criteria: dict[str, Any]) -> list[dict[str, Any]]:
-    """Verdict and naive outcomes for each run."""
+    """Verdict and naive outcomes for each judged series of each run."""
     out = []
-    for run in runs:
-        series = run.get("judge") or "train"
-        x = _floats(run["series"][series])
-        v = check(x, **criteria)
-        out.append({
-            "run": run,
-            "status": v.status,
-            "kind": v.kind,
-            "reason": v.reason,
-            "naive": {name: fn(x) for name, fn in NAIVE.items()},
-        })
+    for whole in runs:
+        for series in _judged_series(whole):
+            run = dict(whole)
+            if series != "train":
+                run["config"] = f"{whole['config']}:{series}"
+            if whole["family"] == "healthy" and series != "train":
+                # Reported apart: a healthy run's train curve is healthy by construction, but
+                # its eval curve may honestly over-fit (rise while train falls).
+                run["family"] = "healthy-eval"
+            out.append(_judge_one(run, series, criteria))
     return out
+
+
+def _judge_one(run: dict[str, Any], series: str, criteria: dict[str, Any]) -> dict[str, Any]:
+    x = _floats(run["series"][series])
+    v = check(x, **criteria)
+    return {
+        "run": run,
+        "status": v.status,
+        "kind": v.kind,
+        "reason": v.reason,
+        "naive": {name: fn(x) for name, fn in NAIVE.items()},
+    }
 
 
 def _pct(k: int, n: int) -> str:
@@ -106,7 +125,7 @@ def summary(results: list[dict[str, Any]], by_config: bool) -> str:
                               _pct(counts["inconclusive"], n), _pct(counts["pass"], n),
                               *(_pct(k, n) for k in naive)]) + " |"
         )
-    for family in ("healthy", "bad"):
+    for family in ("healthy", "healthy-eval", "bad"):
         rs = [r for r in results if r["run"]["family"] == family]
         if not rs:
             continue
@@ -140,7 +159,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--criteria", nargs="*", default=[], help="name=value overrides")
     ap.add_argument("--show", default="", help="print reasons for runs of configs containing it")
     ap.add_argument("--false-alarms", action="store_true", help="list healthy runs that FAIL")
+    ap.add_argument("--set", nargs="*", default=[],
+                    help="NAME=VALUE: override a constant of pytest_losstrend.trend (a sweep)")
     args = ap.parse_args(argv)
+    from pytest_losstrend import trend
+
+    for item in args.set:
+        name, _, raw = item.partition("=")
+        if not hasattr(trend, name):
+            ap.error(f"pytest_losstrend.trend has no constant {name}")
+        setattr(trend, name, float(raw))
     runs = load_runs(args.corpus)
     if not runs:
         print(f"no runs in {args.corpus}; run benchmarks/corpus.py first", file=sys.stderr)

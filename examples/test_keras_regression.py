@@ -10,9 +10,11 @@ losstrend fixture records the loss of every batch through ``losstrend.keras_call
   (``keras.optimizers.schedules.ExponentialDecay``): it falls too.
 * The raw features: blood measurements around 100 to 200 give the mean squared error a
   curvature near 1.5e5, so the largest stable learning rate is about 1.4e-5 (two over the
-  largest eigenvalue of the Hessian ``2·E[x xᵀ]``; the test computes it). Keras's SGD
-  default of 0.01 is 700 times that: the loss overflows to ``inf`` within a few batches. The
-  test is marked ``loss_fails``: it passes because the loss check fails.
+  largest eigenvalue of the Hessian ``2·E[x xᵀ]``, x with a 1 appended for the bias; the
+  test computes it). Keras's SGD default of 0.01 is 700 times that: the loss overflows to
+  ``inf`` within the first epoch (under the marker the test stops within a couple of batches,
+  as soon as the loss passes 10⁴ times its first value). The test is marked ``loss_fails``:
+  it passes because the loss check fails.
 * A hand-written layer with the dimension bug: ``build`` makes its kernel
   ``(units, input_dim)`` where ``ops.matmul(x, kernel)`` needs ``(input_dim, units)``. With a
   single feature and a single unit both shapes are ``(1, 1)`` and the bug hides; on the 10
@@ -99,8 +101,9 @@ def test_standardised_features_exponential_decay(losstrend: LossTrend) -> None:
 def test_raw_features_sgd_diverges(losstrend: LossTrend) -> None:
     """Raw features in the hundreds: SGD's default lr=0.01 is 700 times the stable limit."""
     x, y = diabetes(scaled=False)
-    xd = x.astype("float64")
-    limit = 2.0 / np.linalg.eigvalsh(2.0 * xd.T @ xd / len(xd)).max()
+    # The MSE's Hessian in (kernel, bias) is 2·E[x₁ x₁ᵀ], x₁ = the features with a 1 appended.
+    x1 = np.c_[x.astype("float64"), np.ones(len(x))]
+    limit = 2.0 / np.linalg.eigvalsh(2.0 * x1.T @ x1 / len(x1)).max()
     assert limit == pytest.approx(1.4e-5, rel=0.1)
     model = linear_model(0.01)
     model.fit(

@@ -97,8 +97,26 @@ def judge(x: FloatArray, crit: Criteria) -> Verdict:
         return Verdict("fail", "no loss was recorded", "empty", base)
 
     finite = np.isfinite(x)
-    if not finite.all():
-        i = int(np.argmin(finite))
+    i_bad = int(np.argmin(finite)) if not finite.all() else n_all
+    # The divergence bound is checked on the finite prefix: a loss that explodes past it and
+    # later overflows diverged first, as the marker's fail-fast sees it.
+    early = x[:BOUND_POINTS][x[:BOUND_POINTS] > 0]
+    if len(early):
+        ref = float(early[0])
+        over = np.nonzero(x[:i_bad] > ref * DIVERGENCE_BOUND)[0]
+        if len(over):
+            i = int(over[0])
+            base.update(start=float(x[0]), end=float(x[i]), failed_at=i)
+            return Verdict(
+                "fail",
+                f"diverged: loss reached {_fmt(float(x[i]))} at step {i}, "
+                f"x{float(x[i]) / ref:.3g} its first level {_fmt(ref)}",
+                "divergence",
+                base,
+                failed_at=i,
+            )
+    if i_bad < n_all:
+        i = i_bad
         before = f" (last finite value {_fmt(float(x[i - 1]))} at step {i - 1})" if i else ""
         base.update(first_non_finite=i, value=str(float(x[i])))
         return Verdict(
@@ -108,22 +126,6 @@ def judge(x: FloatArray, crit: Criteria) -> Verdict:
             base,
             failed_at=i,
         )
-
-    early = x[:BOUND_POINTS][x[:BOUND_POINTS] > 0]
-    if len(early):
-        ref = float(early[0])
-        over = np.nonzero(x > ref * DIVERGENCE_BOUND)[0]
-        if len(over):
-            i = int(over[0])
-            base.update(start=float(x[0]), end=float(x[-1]), failed_at=i)
-            return Verdict(
-                "fail",
-                f"diverged: loss reached {_fmt(float(x[i]))} at step {i}, "
-                f"x{float(x[i]) / ref:.3g} its first level {_fmt(ref)}",
-                "divergence",
-                base,
-                failed_at=i,
-            )
 
     off = crit.warmup
     y_raw = x[off:]
@@ -172,9 +174,13 @@ def judge(x: FloatArray, crit: Criteria) -> Verdict:
     # A fast early drop hides inside a wide head window: the start level is the higher of the
     # wide-window median and the first three points' median.
     start, k_start = (first3, min(3, n)) if first3 > head else (head, k0)
+    sigma = robust_noise(y)
+    # A first step that falls several-fold is no noise: when the first point stands clearly
+    # above the median of the first three (by the noise scale), the curve starts there.
+    if float(y[0]) - first3 > Z_BAD * max(sigma, 1e-12) * 1.5:
+        start, k_start = float(y[0]), 1
     k_end = max(3, n // 5)
     end = float(np.median(y[-k_end:]))
-    sigma = robust_noise(y)
     se_d = math.hypot(median_se(sigma, k_start), median_se(sigma, k_end))
     d = start - end
     drop = rel_drop(d)
@@ -264,6 +270,21 @@ def judge(x: FloatArray, crit: Criteria) -> Verdict:
                 failed_at=at,
             )
 
+    osc = _oscillation(y)
+    if osc is not None:
+        period, amplitude, rho = osc
+        stats.update(period=period, swing=amplitude, autocorrelation=rho)
+        if amplitude > max(d, 0.0) + tol:
+            swing = f"x{math.exp(amplitude):.3g}" if positive else f"{amplitude * unit:.3g}"
+            return Verdict(
+                "fail",
+                f"oscillation: the loss swings {swing} up and down with a period of about "
+                f"{period} steps (autocorrelation {rho:.2f}), more than its net drop of "
+                f"{_pct(drop)}",
+                "oscillation",
+                stats,
+            )
+
     # A stall needs the drop to be confidently small. The start-to-end estimate rests on a
     # few points at the start and is often too noisy to say so; the first half against the second
     # half is far more precise but blind to a fast early drop, so it only counts where the
@@ -309,10 +330,15 @@ def judge(x: FloatArray, crit: Criteria) -> Verdict:
                 stats,
                 failed_at=off + n - 1,
             )
+        evidence = (
+            f"Mann-Kendall tau={tau:.2f}, p={p_dec:.2g}, n={n}"
+            if p_dec < ALPHA
+            else f"start level {z_drop:.1f} standard errors above the end level, n={n}"
+        )
         return Verdict(
             "pass",
             f"decreased {_pct(drop)} from {_fmt(level(start))} to {_fmt(level(end))} "
-            f"(Mann-Kendall tau={tau:.2f}, p={p_dec:.2g}, n={n})",
+            f"({evidence})",
             "decrease",
             stats,
         )
@@ -325,6 +351,39 @@ def judge(x: FloatArray, crit: Criteria) -> Verdict:
             "the noise"
         )
     return Verdict("inconclusive", f"inconclusive: {why}; {ADVICE}", "noisy", stats)
+
+
+# Autocorrelation (of ranks) of the detrended curve at its best lag that marks a periodic swing:
+# at least this, and at least OSCILLATION_Z / sqrt(n), far above what the largest of n/3 lags
+# of white (even heavy-tailed) mini-batch noise reaches.
+OSCILLATION_RHO = 0.5
+OSCILLATION_Z = 4.0
+
+
+def _oscillation(y: FloatArray) -> tuple[int, float, float] | None:
+    """Period, swing (10-90% range of the detrended curve) and autocorrelation of a periodic
+    oscillation, or None. Needs at least three periods."""
+    n = len(y)
+    if n < 20:
+        return None
+    w = max(5, n // 5) | 1
+    pad = np.pad(y, w // 2, mode="edge")
+    r = y - rolling_median(pad, w)[:n]
+    # Ranks, so that one heavy-tailed mini-batch cannot fake a correlation.
+    ranks = np.argsort(np.argsort(r)).astype(np.float64)
+    ranks -= float(np.mean(ranks))
+    var = float(np.dot(ranks, ranks))
+    if var <= 0:
+        return None
+    best_lag, best_rho = 0, 0.0
+    for lag in range(2, n // 3 + 1):
+        rho = float(np.dot(ranks[:-lag], ranks[lag:])) / var * n / (n - lag)
+        if rho > best_rho:
+            best_lag, best_rho = lag, rho
+    if best_rho < max(OSCILLATION_RHO, OSCILLATION_Z / math.sqrt(n)):
+        return None
+    q10, q90 = np.quantile(r, [0.1, 0.9])
+    return best_lag, float(q90 - q10), best_rho
 
 
 def _pct(v: float) -> str:

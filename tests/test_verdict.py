@@ -250,3 +250,33 @@ def test_check_needs_no_pytest() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_oscillation_fails() -> None:
+    # Full-batch gradient descent with heavy momentum: the loss swings by orders of magnitude
+    # with a period of about 9 steps while it barely makes progress.
+    t = np.arange(100, dtype=float)
+    x = np.exp(2.5 * np.sin(2 * np.pi * t / 9) * np.exp(-t / 400)) * np.exp(-t / 300)
+    v = check(x)
+    assert v.status == "fail" and v.kind == "oscillation", v.reason
+    assert 8 <= v.stats["period"] <= 10
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_heavy_tailed_minibatch_noise_is_not_oscillation(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    x = decay(30) * rng.chisquare(1, 30)
+    assert check(x).kind != "oscillation"
+
+
+def test_fast_first_step_counts_in_the_drop() -> None:
+    x = np.r_[77.9, 9.7, 2.28, 1.47, np.full(96, 1.22)]
+    v = check(x, min_drop=0.9)
+    assert v.ok, v.reason
+    assert v.stats["start"] == pytest.approx(77.9)
+
+
+def test_overflow_after_the_divergence_bound_is_divergence() -> None:
+    x = [300.0, 5e6, 3e12, float("inf"), float("nan")]
+    v = check(x)
+    assert v.kind == "divergence" and v.failed_at == 1
