@@ -64,7 +64,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,6 +132,8 @@ def _standardise(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
 
 def _finish(xt: np.ndarray, yt: np.ndarray, xe: np.ndarray, ye: np.ndarray, kind: str) -> Split:
     """Cast to the dtypes the models expect (regression/binary targets as column vectors)."""
+    yt_: np.ndarray
+    ye_: np.ndarray
     if kind == "multi":
         yt_, ye_ = yt.astype(np.int64), ye.astype(np.int64)
     else:
@@ -477,7 +479,7 @@ def make_record(
     batch_size: int,
     steps_per_epoch: int | None,
     *,
-    series: dict[str, Sequence[float]],
+    series: Mapping[str, Sequence[float]],
     full_train_loss: tuple[float, float],
 ) -> dict[str, Any]:
     """Build one run record (see the module docstring)."""
@@ -509,12 +511,15 @@ def _torch_model(cfg: Config, data: Split) -> Any:
     from torch import nn
 
     d_in = data.x_train.shape[1]
+    model: nn.Module
     if cfg.arch == "linear":
-        model: nn.Module = nn.Linear(d_in, data.n_out)
+        first = last = nn.Linear(d_in, data.n_out)
+        model = first
     else:
         hidden = 256 if cfg.arch == "mlp256" else cfg.hidden
         act = nn.ReLU() if cfg.act == "relu" else nn.Tanh()
-        model = nn.Sequential(nn.Linear(d_in, hidden), act, nn.Linear(hidden, data.n_out))
+        first, last = nn.Linear(d_in, hidden), nn.Linear(hidden, data.n_out)
+        model = nn.Sequential(first, act, last)
     with torch.no_grad():
         if cfg.init == "small":
             for name, p in model.named_parameters():
@@ -523,13 +528,13 @@ def _torch_model(cfg: Config, data: Split) -> Any:
                 else:
                     p.mul_(0.02)
         elif cfg.init == "dead_relu":
-            model[0].bias.fill_(-10.0)
-            model[2].bias.zero_()
+            first.bias.fill_(-10.0)
+            last.bias.zero_()
         elif cfg.init == "lstsq":
             x1 = np.hstack([data.x_train, np.ones((len(data.x_train), 1), np.float32)])
             sol = np.linalg.lstsq(x1.astype(np.float64), data.y_train, rcond=None)[0]
-            model.weight.copy_(torch.from_numpy(sol[:-1].T.astype(np.float32)))
-            model.bias.copy_(torch.from_numpy(sol[-1].astype(np.float32)))
+            last.weight.copy_(torch.from_numpy(sol[:-1].T.astype(np.float32)))
+            last.bias.copy_(torch.from_numpy(sol[-1].astype(np.float32)))
     return model
 
 
@@ -678,7 +683,7 @@ def _keras_step_recorder(keras: Any, max_steps: int, cfg: Config) -> Any:
     recovered from the deltas of the loss tracker (a sum weighted by batch size and a count).
     """
 
-    class StepRecorder(keras.callbacks.Callback):
+    class StepRecorder(keras.callbacks.Callback):  # type: ignore[misc]
         def __init__(self) -> None:
             super().__init__()
             self.losses: list[float] = []

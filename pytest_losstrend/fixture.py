@@ -41,13 +41,22 @@ class LossTrendStop(Exception):
 
 
 class _Series:
-    __slots__ = ("bound", "name", "pending", "values")
+    __slots__ = ("arming", "bound", "name", "pending", "values")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.values: list[float] = []
         self.pending: list[Any] = []
         self.bound = math.inf
+        # True until the divergence bound is set from the first positive value.
+        self.arming = True
+
+    def arm(self, v: float) -> None:
+        if v > 0 and math.isfinite(v):
+            self.bound = v * DIVERGENCE_BOUND
+            self.arming = False
+        elif len(self.values) >= BOUND_POINTS:
+            self.arming = False
 
     def flush(self) -> None:
         if not self.pending:
@@ -143,11 +152,13 @@ class LossTrend:
         if s.pending:
             s.flush()
         s.values.append(v)
-        if v > s.bound or not math.isfinite(v):
+        # ``v - v`` is NaN, hence truthy, exactly when v is NaN or infinite: one subtraction
+        # instead of a call on the per-step path.
+        if v > s.bound or v - v:
             if self.fail_fast:
                 self._stop(s)
-        elif v > 0 and s.bound == math.inf and len(s.values) <= BOUND_POINTS:
-            s.bound = v * DIVERGENCE_BOUND
+        elif s.arming:
+            s.arm(v)
 
     def _record_other(self, s: _Series, value: Any, out: Any) -> None:
         from .backends import DEFER, HISTORY
@@ -167,10 +178,10 @@ class LossTrend:
     def _check_last(self, s: _Series, k: int) -> None:
         if k <= 0:
             return
-        if s.bound == math.inf:
-            head = [v for v in s.values[:BOUND_POINTS] if v > 0 and math.isfinite(v)]
-            if head:
-                s.bound = head[0] * DIVERGENCE_BOUND
+        for v in s.values[:BOUND_POINTS]:
+            if not s.arming:
+                break
+            s.arm(v)
         if not self.fail_fast:
             return
         for v in s.values[-k:]:

@@ -33,25 +33,29 @@ def _vector(values: Any, what: str) -> list[float]:
     return [float(v) for v in arr]
 
 
-def _torch(value: Any) -> Any:
-    if value.dtype is _torch_bool():
-        raise TypeError("record() takes losses, not booleans; got a torch bool tensor")
-    if value.dim() == 0 or (value.dim() == 1 and value.numel() == 1):
-        if value.device.type == "cpu":
-            return float(value.item())
-        return DEFER
-    if value.dim() == 1:
-        return [float(v) for v in value.detach().float().cpu().tolist()]
-    raise ValueError(
-        "record() takes a scalar loss or a 1-d sequence of losses; got a torch tensor of shape "
-        f"{tuple(value.shape)} (reduce it first, e.g. loss.mean())"
-    )
-
-
-def _torch_bool() -> Any:
+def _torch_converter() -> Callable[[Any], Any]:
     import torch
 
-    return torch.bool
+    torch_bool = torch.bool
+
+    def convert(value: Any) -> Any:
+        # The per-step path: a CPU float scalar, read with .item() (no sync exists on the CPU).
+        if value.ndim == 0 and value.is_cpu and value.is_floating_point():
+            return value.item()
+        if value.dtype is torch_bool:
+            raise TypeError("record() takes losses, not booleans; got a torch bool tensor")
+        if value.numel() == 1 and value.ndim <= 1:
+            if value.is_cpu:
+                return float(value.item())
+            return DEFER
+        if value.ndim == 1:
+            return [float(v) for v in value.detach().float().cpu().tolist()]
+        raise ValueError(
+            "record() takes a scalar loss or a 1-d sequence of losses; got a torch tensor of "
+            f"shape {tuple(value.shape)} (reduce it first, e.g. loss.mean())"
+        )
+
+    return convert
 
 
 def _tensorflow(value: Any) -> Any:
@@ -76,7 +80,7 @@ def _sequence(value: Sequence[Any]) -> list[float]:
         conv = converter_for(v)
         got = conv(v)
         if got is DEFER:
-            got = float(v.item())
+            got = float(v.detach().cpu().item())
         if isinstance(got, list):
             raise ValueError("record() takes a flat sequence of losses, not nested sequences")
         out.append(float(got))
@@ -97,7 +101,7 @@ def converter_for(value: Any) -> Callable[[Any], Any]:
             f"record() takes a loss (a number or a tensor), got {tp.__name__}: {value!r}"
         )
     if module.startswith("torch") and hasattr(value, "detach"):
-        return _torch
+        return _torch_converter()
     if module.startswith(("tensorflow", "keras")) and hasattr(value, "numpy"):
         return _tensorflow
     if tp.__name__ == "History" and isinstance(getattr(value, "history", None), dict):

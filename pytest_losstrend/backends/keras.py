@@ -3,9 +3,9 @@
 Keras 3 reports ``logs["loss"]`` in ``on_train_batch_end`` as the running mean over the epoch so
 far, weighted by batch size. A test that records it sees a smoothed curve whose noise shrinks
 along each epoch and jumps at every epoch boundary. The callback recovers each batch's own
-loss instead from the running sums (``total`` and ``count``) of the loss tracker, or of a
-metric named ``"loss"`` in a custom ``train_step``: exact, whatever the batch sizes. A custom
-``train_step`` that returns the batch's loss directly is recorded as it is.
+loss instead from the running mean and the tracker's ``count`` (of the compiled loss tracker,
+or of a metric named ``"loss"`` in a custom ``train_step``): exact, whatever the batch sizes.
+A custom ``train_step`` that returns the batch's loss directly is recorded as it is.
 """
 
 from __future__ import annotations
@@ -36,7 +36,12 @@ def make_callback(lt: LossTrend, series: str = "train", eval_series: str = "eval
         def __init__(self) -> None:
             super().__init__()
             self._trackers: list[Any] = []
-            self._last: dict[int, tuple[float, float]] = {}
+            self._tracker: Any = None
+            self._raw = False
+            self._weight: float | None = None
+            self._steps: int | None = None
+            self._mean = 0.0
+            self._count = 0.0
 
         def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
             # The compiled loss tracker first; then any metric named "loss", which is what a
@@ -45,27 +50,57 @@ def make_callback(lt: LossTrend, series: str = "train", eval_series: str = "eval
             found += [m for m in getattr(self.model, "metrics", []) if m.name == "loss"]
             self._trackers = []
             for t in found:
-                usable = t is not None and hasattr(t, "total") and hasattr(t, "count")
+                usable = t is not None and hasattr(t, "count")
                 if usable and all(t is not k for k in self._trackers):
                     self._trackers.append(t)
-            self._last = {}
+            self._tracker, self._raw, self._weight = None, False, None
+            steps = (self.params or {}).get("steps")
+            self._steps = int(steps) if steps else None
+
+        def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            self._mean = self._count = 0.0
+
+        def _read_count(self) -> float | None:
+            if self._tracker is None:
+                for t in self._trackers:
+                    if float(t.count.numpy()) > 0:
+                        self._tracker = t
+                        break
+                else:
+                    return None
+            return float(self._tracker.count.numpy())
 
         def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-            for tracker in self._trackers:
-                total = float(tracker.total.numpy())
-                count = float(tracker.count.numpy())
-                prev_total, prev_count = self._last.get(id(tracker), (0.0, 0.0))
-                if count < prev_count:
-                    # Keras reset the tracker at an epoch boundary.
-                    prev_total, prev_count = 0.0, 0.0
-                self._last[id(tracker)] = (total, count)
-                weight = count - prev_count
-                if weight > 0:
-                    lt.record((total - prev_total) / weight, series=series)
+            if not logs or "loss" not in logs:
+                return
+            mean = float(logs["loss"])
+            if self._raw:
+                lt.record(mean, series=series)
+                return
+            # The logged loss is the tracker's total / count. Every batch of an epoch but the
+            # last has the same weight (its size), learnt from the first batch, so the count
+            # is read from the tracker only at the first and the last batch of an epoch:
+            # reading it costs about as much as a small model's whole step.
+            last = self._steps is None or batch + 1 >= self._steps
+            if self._weight is not None and not last:
+                count = self._count + self._weight
+            else:
+                read = self._read_count()
+                if read is None:
+                    # No running tracker: a custom train_step that returns the batch's loss.
+                    self._raw = True
+                    lt.record(mean, series=series)
                     return
-            # No running tracker moved: a custom train_step that returns the batch's loss.
-            if logs and "loss" in logs:
-                lt.record(float(logs["loss"]), series=series)
+                count = read
+                if count < self._count:
+                    self._mean = self._count = 0.0
+                if self._weight is None and count > self._count:
+                    self._weight = count - self._count
+            weight = count - self._count
+            if weight <= 0:
+                return
+            lt.record((mean * count - self._mean * self._count) / weight, series=series)
+            self._mean, self._count = mean, count
 
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             if logs and "val_loss" in logs:
