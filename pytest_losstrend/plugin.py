@@ -103,7 +103,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         f"{MARK_DECREASES}(series='train', min_drop=0.1, below=None, tolerance=0.1, warmup=0, "
-        "min_points=8, seeds=1, inconclusive='fail'): the test trains a model and records its "
+        "min_points=8, seeds=1, inconclusive='skip'): the test trains a model and records its "
         "loss with the losstrend fixture; the recorded series must decrease.",
     )
     config.addinivalue_line(
