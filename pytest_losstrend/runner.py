@@ -21,7 +21,10 @@ def _series_data(lt: LossTrend, crit: Criteria) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in lt.series_names:
         losses = lt.losses(name)
-        verdict = judge(lt.array(name), crit.merged(series=name))
+        # Only the judged series is held to the test's criteria; the others are shown with
+        # the defaults, for information.
+        own = crit if name == crit.series else Criteria(series=name)
+        verdict = judge(lt.array(name), own)
         out[name] = {"losses": losses, "verdict": verdict.as_dict()}
     return out
 

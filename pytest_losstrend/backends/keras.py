@@ -3,9 +3,12 @@
 Keras 3 reports ``logs["loss"]`` in ``on_train_batch_end`` as the running mean over the epoch so
 far, weighted by batch size. A test that records it sees a smoothed curve whose noise shrinks
 along each epoch and jumps at every epoch boundary. The callback recovers each batch's own
-loss instead from the running mean and the tracker's ``count`` (of the compiled loss tracker,
-or of a metric named ``"loss"`` in a custom ``train_step``): exact, whatever the batch sizes.
-A custom ``train_step`` that returns the batch's loss directly is recorded as it is.
+loss instead from the running means and the tracker's ``count`` (of the compiled loss tracker,
+or of a metric named ``"loss"`` in a custom ``train_step``), read twice an epoch: exact,
+whatever the size of the last batch. A custom ``train_step`` that returns the batch's loss
+directly is recorded as it is. The series is recorded at the end of each epoch, so Keras can
+keep dispatching batch hooks asynchronously; a non-finite or diverging loss stops training
+within a batch or two, and the test at the end of that epoch.
 """
 
 from __future__ import annotations
@@ -33,15 +36,20 @@ def make_callback(lt: LossTrend, series: str = "train", eval_series: str = "eval
     class LossTrendCallback(keras.callbacks.Callback):  # type: ignore[misc,name-defined]
         """Records each batch's own training loss, and ``val_loss`` per epoch."""
 
+        # Keras runs the batch-end hooks of async-safe callbacks in a worker thread, so that
+        # training does not wait for the logs to reach the host. The hook below only appends
+        # to a list (atomic under the GIL); the losses are worked out at the end of the epoch.
+        async_safe = True
+
         def __init__(self) -> None:
             super().__init__()
             self._trackers: list[Any] = []
             self._tracker: Any = None
             self._raw = False
             self._weight: float | None = None
-            self._steps: int | None = None
-            self._mean = 0.0
-            self._count = 0.0
+            self._end_count: float | None = None
+            self._means: list[tuple[int, float]] = []
+            self._first: float | None = None
 
         def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
             # The compiled loss tracker first; then any metric named "loss", which is what a
@@ -53,57 +61,76 @@ def make_callback(lt: LossTrend, series: str = "train", eval_series: str = "eval
                 usable = t is not None and hasattr(t, "count")
                 if usable and all(t is not k for k in self._trackers):
                     self._trackers.append(t)
-            self._tracker, self._raw, self._weight = None, False, None
-            steps = (self.params or {}).get("steps")
-            self._steps = int(steps) if steps else None
+            self._tracker, self._raw, self._weight, self._first = None, False, None, None
 
         def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-            self._mean = self._count = 0.0
+            self._means = []
+            self._end_count = None
 
-        def _read_count(self) -> float | None:
-            if self._tracker is None:
-                for t in self._trackers:
-                    if float(t.count.numpy()) > 0:
-                        self._tracker = t
-                        break
-                else:
-                    return None
-            return float(self._tracker.count.numpy())
+        def _count(self) -> float:
+            return float(self._tracker.count.numpy()) if self._tracker is not None else 0.0
+
+        def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+            if self._weight is not None or self._raw or batch == 0:
+                return
+            # Once per fit, synchronously: the tracker's count after the first batch is the
+            # weight Keras gives every full batch (its size).
+            for t in self._trackers:
+                count = float(t.count.numpy())
+                if count > 0:
+                    self._tracker, self._weight = t, count
+                    return
+            # No running tracker moved: a custom train_step that returns the batch's loss.
+            self._raw = True
 
         def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
             if not logs or "loss" not in logs:
                 return
             mean = float(logs["loss"])
-            if self._raw:
-                lt.record(mean, series=series)
-                return
-            # The logged loss is the tracker's total / count. Every batch of an epoch but the
-            # last has the same weight (its size), learnt from the first batch, so the count
-            # is read from the tracker only at the first and the last batch of an epoch:
-            # reading it costs about as much as a small model's whole step.
-            last = self._steps is None or batch + 1 >= self._steps
-            if self._weight is not None and not last:
-                count = self._count + self._weight
-            else:
-                read = self._read_count()
-                if read is None:
-                    # No running tracker: a custom train_step that returns the batch's loss.
-                    self._raw = True
-                    lt.record(mean, series=series)
-                    return
-                count = read
-                if count < self._count:
-                    self._mean = self._count = 0.0
-                if self._weight is None and count > self._count:
-                    self._weight = count - self._count
-            weight = count - self._count
-            if weight <= 0:
-                return
-            lt.record((mean * count - self._mean * self._count) / weight, series=series)
-            self._mean, self._count = mean, count
+            self._means.append((batch, mean))
+            if self._first is None:
+                self._first = mean
+            # A running mean that is non-finite or far past the first loss means some batch
+            # went there: stop training; the epoch's end records the losses and stops the test.
+            if lt.fail_fast and (mean - mean or (self._first > 0 and mean > self._first * 1e4)):
+                self.model.stop_training = True
+
+        def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
+            # Validation inside fit resets the loss tracker: take the epoch's count first.
+            if self._end_count is None and self._means:
+                self._end_count = self._count()
 
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            means, self._means = sorted(self._means), []
+            if means:
+                end_count = self._end_count if self._end_count is not None else self._count()
+                for loss in _batch_losses([m for _, m in means], self._weight, end_count,
+                                          raw=self._raw or self._tracker is None):
+                    lt.record(loss, series=series)
             if logs and "val_loss" in logs:
                 lt.record(float(logs["val_loss"]), series=eval_series)
 
     return LossTrendCallback()
+
+
+def _batch_losses(
+    means: list[float], weight: float | None, end_count: float, *, raw: bool
+) -> list[float]:
+    """Each batch's own loss from an epoch's running means.
+
+    Every batch but the last weighs ``weight``; the last weighs what is left of ``end_count``.
+    """
+    if raw or len(means) == 1:
+        return list(means)
+    w = weight or 1.0
+    weights = [w] * len(means)
+    last = end_count - w * (len(means) - 1)
+    if 0 < last <= w * (1 + 1e-9):
+        weights[-1] = last
+    out: list[float] = []
+    prev_mean = prev_count = 0.0
+    for mean, wk in zip(means, weights, strict=True):
+        count = prev_count + wk
+        out.append((mean * count - prev_mean * prev_count) / wk)
+        prev_mean, prev_count = mean, count
+    return out
