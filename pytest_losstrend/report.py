@@ -72,6 +72,9 @@ def term_lines(results: list[dict[str, Any]], width: int = 100) -> list[str]:
             st = v.get("stats", {})
             judged = r["criteria"].get("series") == name and r.get("verdict") is not None
             status = v["status"].upper() if judged else v["status"]
+            if judged and r.get("marker") == "loss_fails" and v["status"] == "fail":
+                # A known-bad configuration failing as it should: pytest's word for it.
+                status = "XFAIL"
             top = r["diagnoses"][0]["cause"] if judged and r["diagnoses"] else v.get("kind", "")
             rows.append((
                 r["nodeid"].rsplit("/", 1)[-1], name, str(len(s["losses"])),

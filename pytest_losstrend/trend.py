@@ -106,7 +106,8 @@ def judge(x: FloatArray, crit: Criteria) -> Verdict:
         over = np.nonzero(x[:i_bad] > ref * DIVERGENCE_BOUND)[0]
         if len(over):
             i = int(over[0])
-            base.update(start=float(x[0]), end=float(x[i]), failed_at=i)
+            base.update(start=float(x[0]), end=float(x[i]), failed_at=i,
+                        drop=1.0 - float(x[i]) / float(x[0]) if x[0] > 0 else None)
             return Verdict(
                 "fail",
                 f"diverged: loss reached {_fmt(float(x[i]))} at step {i}, "
