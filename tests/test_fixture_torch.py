@@ -188,10 +188,13 @@ def test_assert_decreases_inconclusive_policies(
 ) -> None:
     _classify(losstrend, breast_cancer, steps=5)
     with pytest.raises(AssertionError, match="INCONCLUSIVE on series 'train'"):
-        losstrend.assert_decreases()
+        losstrend.assert_decreases(inconclusive="fail")
     assert losstrend.assert_decreases(inconclusive="pass").inconclusive
     with pytest.raises(pytest.skip.Exception, match="5 points after warmup"):
         losstrend.assert_decreases(inconclusive="skip")
+    # The default is to skip.
+    with pytest.raises(pytest.skip.Exception, match="record more steps"):
+        losstrend.assert_decreases()
 
 
 def test_assert_decreases_with_nothing_recorded(losstrend: LossTrend) -> None:
