@@ -7,6 +7,7 @@ never uses the marker or the fixture pays nothing; the judging code is imported 
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
@@ -196,8 +197,12 @@ def parse_marker(name: str, mark: pytest.Mark) -> tuple[Criteria, str | None]:
                 raise CriteriaError(f"{name}: cause given twice")
             kwargs["cause"] = args.pop(0)
         cause = kwargs.pop("cause", None)
-        if cause is not None and (not isinstance(cause, str) or not cause):
-            raise CriteriaError(f"{name}: cause must be a cause code string, got {cause!r}")
+        if cause is not None and (
+            not isinstance(cause, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", cause)
+        ):
+            raise CriteriaError(
+                f"{name}: cause must be a cause code such as 'lr_too_high', got {cause!r}"
+            )
     if args:
         raise CriteriaError(
             f"{name} takes keyword criteria only, got positional {args!r} "
