@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .criteria import BOUND_POINTS, DIVERGENCE_BOUND, Criteria
+from .evidence import Evidence
 from .render import failure_message
 from .verdict import Verdict
 
@@ -108,6 +109,9 @@ class LossTrend:
         self.stopped: LossTrendStop | None = None
         #: "torch", "tensorflow" or "keras" once a value from that framework was recorded.
         self.framework: str | None = None
+        #: What ``watch`` saw (None when nothing is watched).
+        self.evidence: Evidence | None = None
+        self._watchers: list[Any] = []
 
     # -- recording ---------------------------------------------------------------------------
 
@@ -291,6 +295,50 @@ class LossTrend:
             "losstrend.keras_callback() to model.fit"
         )
 
+    # -- watching -------------------------------------------------------------------------
+
+    def watch(
+        self,
+        model: Any,
+        optimizer: Any = None,
+        *,
+        loss_fn: Any = None,
+        batch: Any = None,
+    ) -> Any:
+        """Let diagnosis see the model train: gradients, updates, learning rates, inputs.
+
+        Takes a torch ``nn.Module`` (with its optimizer, to see the learning rate and which
+        parameters it holds) or a Keras model. Optional: everything works on the loss series
+        alone, diagnosis just gets sharper. With ``loss_fn`` and a fixed ``batch=(x, y)``, a
+        failing verdict also measures the sharpness (the top Hessian eigenvalue) and compares
+        it with the learning rate's stability limit 2/lr. Returns ``model``.
+
+        Example:
+            >>> model = losstrend.watch(torch.nn.Linear(3, 1), optimizer)
+            >>> model = losstrend.watch(keras_model)   # keras_callback() watches by itself
+        """
+        watcher = _make_watcher(model, optimizer, loss_fn=loss_fn, batch=batch)
+        self._watchers.append(watcher)
+        self.evidence = watcher.evidence
+        if self.framework is None:
+            self.framework = watcher.evidence.framework
+        return model
+
+    def finish_watching(self) -> None:
+        """Stop watching: remove hooks and complete the evidence (idempotent)."""
+        for w in self._watchers:
+            w.finish()
+
+    def measure_sharpness(self) -> float | None:
+        """The top Hessian eigenvalue on the watched batch, measured now (a failing verdict
+        calls this once; it costs a few dozen Hessian-vector products)."""
+        for w in reversed(self._watchers):
+            value = w.sharpness()
+            if value is not None:
+                w.evidence.sharpness = value
+                return float(value)
+        return None
+
     # -- framework helpers --------------------------------------------------------------------
 
     def keras_callback(self) -> Any:
@@ -309,3 +357,19 @@ class LossTrend:
         return make_callback(self)
 
 
+
+
+def _make_watcher(model: Any, optimizer: Any, *, loss_fn: Any, batch: Any) -> Any:
+    module = type(model).__module__ or ""
+    mro = {c.__module__.split(".")[0] for c in type(model).__mro__}
+    if "torch" in mro and hasattr(model, "named_parameters"):
+        from .backends.torch_watch import TorchWatcher
+
+        return TorchWatcher(model, optimizer, loss_fn=loss_fn, batch=batch)
+    if "keras" in mro or module.startswith(("keras", "tensorflow")):
+        from .backends.keras_watch import KerasWatcher
+
+        return KerasWatcher(model, optimizer, loss_fn=loss_fn, batch=batch)
+    raise TypeError(
+        f"watch() takes a torch nn.Module or a Keras model, got {type(model).__name__}"
+    )

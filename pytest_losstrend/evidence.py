@@ -1,0 +1,81 @@
+"""What ``losstrend.watch`` sees of a training run, as plain data (pure Python).
+
+The framework backends fill an :class:`Evidence`; the diagnosis rules read it. Everything here
+is JSON-able, so it travels with the report (and across pytest-xdist) as it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class Evidence:
+    """Signals gathered while a watched model trains.
+
+    Per-step signals are sampled (every step at first, then more sparsely), so ``steps`` gives
+    the step index of each sample of ``grad_norm``, ``lr`` and ``update_ratio``.
+
+    Attributes:
+        framework: ``"torch"`` or ``"keras"``.
+        optimizer: the optimizer's class name (``"SGD"``, ``"Adam"``...), if known.
+        momentum: SGD momentum (or Adam's beta1), if known.
+        steps: optimizer step index of each sample.
+        lr: learning rate of the first parameter group at each sample.
+        grad_norm: global gradient norm (all parameters) at each sample, before the step.
+        update_ratio: per layer (parameter name), ``|Δw| / |w|`` of the step at each sample.
+        zero_grad_calls: how often gradients were cleared (torch: ``optimizer.zero_grad`` or
+            ``model.zero_grad``); ``None`` where the framework clears them itself (Keras).
+        optimizer_steps: how many optimizer steps ran.
+        not_in_optimizer: trainable parameters that no optimizer parameter group holds.
+        frozen: parameters that cannot learn (``requires_grad=False``, ``trainable=False``).
+        unchanged: trainable parameters whose values never changed over the run.
+        zero_grad_params: trainable parameters whose gradient was zero (or None) at every sample.
+        dead_fraction: per activation layer, the fraction of its outputs that were zero on the
+            sampled batches (ReLU units that never fire).
+        input_stats: statistics of the first batch of inputs seen: ``n_features``,
+            ``std_min``, ``std_max``, ``std_ratio``, ``max_abs``, ``mean_abs_over_std``
+            (largest |mean|/std over features), ``cond`` (condition number of the
+            standardised-free Gram matrix of the raw features) and ``cond_standardised``.
+        output_features: the model's output width (the class count of a classifier).
+        loss_name: the loss function's name when known (``"cross_entropy"``, ``"mse"``...).
+        first_loss: the loss at the first step.
+        sharpness: the top Hessian eigenvalue of the loss on a fixed batch (power iteration on
+            Hessian-vector products), when measured.
+        sharpness_lr: the learning rate it is compared with.
+        shape_mismatches: messages about predictions and targets broadcast against each other.
+        notes: anything else a backend wants to show in the evidence.
+    """
+
+    framework: str | None = None
+    optimizer: str | None = None
+    momentum: float | None = None
+    steps: list[int] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    grad_norm: list[float] = field(default_factory=list)
+    update_ratio: dict[str, list[float]] = field(default_factory=dict)
+    zero_grad_calls: int | None = None
+    optimizer_steps: int = 0
+    not_in_optimizer: list[str] = field(default_factory=list)
+    frozen: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    zero_grad_params: list[str] = field(default_factory=list)
+    dead_fraction: dict[str, float] = field(default_factory=dict)
+    input_stats: dict[str, float] = field(default_factory=dict)
+    output_features: int | None = None
+    loss_name: str | None = None
+    first_loss: float | None = None
+    sharpness: float | None = None
+    sharpness_lr: float | None = None
+    shape_mismatches: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-able data."""
+        return asdict(self)
+
+    @property
+    def last_lr(self) -> float | None:
+        """The learning rate at the last sample, if known."""
+        return self.lr[-1] if self.lr else None
