@@ -253,7 +253,16 @@ class LossTrend:
         crit = self.criteria.merged(**criteria) if criteria else self.criteria
         if crit.series not in self._series:
             return Verdict("fail", self._nothing_recorded(crit.series), "empty", {"n": 0})
-        return judge(self.array(crit.series), crit)
+        verdict = judge(self.array(crit.series), crit)
+        if verdict.ok:
+            return verdict
+        from .diagnosis import builtin_diagnoses, context_for, with_diagnoses
+
+        ctx = context_for(
+            self.as_dict(), crit.series, verdict, evidence=self.evidence,
+            judge_other=lambda name, values: judge(self.array(name), Criteria(series=name)),
+        )
+        return with_diagnoses(verdict, builtin_diagnoses(ctx))
 
     def assert_decreases(self, **criteria: Any) -> Verdict:
         """Judge a series and raise ``AssertionError`` with the full message unless it passes.

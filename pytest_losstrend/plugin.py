@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import warnings
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
@@ -99,6 +100,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    """Add the ``pytest_losstrend_*`` hook specifications."""
+    from . import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+class BuiltinRules:
+    """The built-in diagnosis rules, registered through the public hook like anyone's."""
+
+    @pytest.hookimpl
+    def pytest_losstrend_diagnose(self, context: Any) -> Any:
+        """Every built-in rule's diagnoses of ``context``."""
+        from .diagnosis import builtin_diagnoses
+
+        return builtin_diagnoses(context)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Register the markers and resolve the seed and the reports (command line beats ini)."""
     config.addinivalue_line(
@@ -135,6 +154,7 @@ def pytest_configure(config: pytest.Config) -> None:
     session = LossTrendSession(config, seed=seed, reports=reports)
     config.stash[_CONFIG_KEY] = session
     config.pluginmanager.register(session, "losstrend-session")
+    config.pluginmanager.register(BuiltinRules(), "losstrend-rules")
 
 
 class LossTrendSession:
@@ -294,11 +314,19 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     result = None
     lt = item.stash.get(_LT_KEY, None)
     crit, cause = parse_marker(name, mark)
+    # The test's warnings are recorded (under the filters in force, so "error" still raises
+    # in the test) for the diagnosis, then re-emitted for pytest's own warnings summary.
+    caught: list[warnings.WarningMessage] = []
     try:
-        result = yield
+        with warnings.catch_warnings(record=True) as recording:
+            try:
+                result = yield
+            finally:
+                caught = list(recording or [])
     except LossTrendStop as exc:
         stop = exc
     except BaseException:
+        _reemit(caught)
         # The body failed (or skipped) on its own: that outcome stands, but the report still
         # shows what was recorded, under the test's marker.
         if lt is not None and lt.series_names:
@@ -306,9 +334,11 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
 
             item.stash[_RESULT_KEY] = result_data(item, lt, crit, lt.check(), name)
         raise
+    _reemit(caught)
     requested = item.nodeid.split("[", 1)[0] not in item.config.stash[_CONFIG_KEY].unrequested
     data, action, message = judge_item(
-        item, lt=lt, marker=name, crit=crit, cause=cause, stop=stop, fixture_requested=requested
+        item, lt=lt, marker=name, crit=crit, cause=cause, stop=stop, fixture_requested=requested,
+        warnings_seen=[str(w.message) for w in caught],
     )
     item.stash[_RESULT_KEY] = data
     if action == "fail":
@@ -316,6 +346,11 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     if action == "skip":
         pytest.skip(message)
     return result
+
+
+def _reemit(caught: list[warnings.WarningMessage]) -> None:
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
 
 
 @pytest.hookimpl(wrapper=True)

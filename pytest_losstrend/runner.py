@@ -47,6 +47,7 @@ def result_data(
         "series": series,
         "verdict": verdict.as_dict() if verdict is not None else None,
         "diagnoses": [d.as_dict() for d in verdict.diagnoses] if verdict is not None else [],
+        "evidence": lt.evidence.as_dict() if lt is not None and lt.evidence is not None else None,
     }
 
 
@@ -64,6 +65,7 @@ def judge_item(
     cause: str | None,
     stop: LossTrendStop | None,
     fixture_requested: bool = True,
+    warnings_seen: list[str] | None = None,
 ) -> tuple[dict[str, Any], str, str]:
     """Judge a marked test: ``(result data, action, message)``.
 
@@ -81,7 +83,11 @@ def judge_item(
         crit = crit.merged(series=stop.series)
     else:
         verdict = lt.check()
+    notes: list[str] = []
+    if lt is not None:
+        verdict, notes = _diagnose(item, lt, crit, verdict, warnings_seen or [])
     data = result_data(item, lt, crit, verdict, marker)
+    data["warnings"] = notes
     losses = lt.losses(crit.series) if lt is not None else []
     seed = lt.seed_line() if lt is not None else None
 
@@ -97,6 +103,34 @@ def judge_item(
     if verdict.inconclusive and crit.inconclusive != "fail":
         return data, crit.inconclusive, verdict.reason
     return data, "fail", message
+
+
+def _diagnose(
+    item: pytest.Item, lt: LossTrend, crit: Criteria, verdict: Verdict, seen: list[str]
+) -> tuple[Verdict, list[str]]:
+    """The verdict with its ranked diagnoses (through the ``pytest_losstrend_diagnose``
+    hook), and the warnings of a passing test."""
+    from .diagnosis import context_for, passing_warnings, with_diagnoses
+
+    lt.finish_watching()
+    series = lt.as_dict()
+    if crit.series not in series:
+        return verdict, []
+
+    def judge_other(name: str, values: list[float]) -> Verdict:
+        import numpy as np
+
+        return judge(np.asarray(values, dtype=np.float64), Criteria(series=name))
+
+    if verdict.status == "fail" and lt.evidence is not None and lt.evidence.sharpness is None:
+        lt.measure_sharpness()
+    ctx = context_for(series, crit.series, verdict, evidence=lt.evidence, warnings=seen,
+                      judge_other=judge_other)
+    if verdict.ok:
+        return verdict, passing_warnings(ctx)
+    found = item.config.hook.pytest_losstrend_diagnose(context=ctx)
+    flat = [d for batch in found if batch for d in batch]
+    return with_diagnoses(verdict, flat), []
 
 
 def _expect_failure(

@@ -60,15 +60,19 @@ def check(losses: Iterable[float] | Any, **criteria: Any) -> Verdict:
             (used by the marker). Unknown names raise :class:`CriteriaError`.
 
     Returns:
-        The :class:`Verdict`; ``verdict.ok`` is true only for a pass.
+        The :class:`Verdict`; ``verdict.ok`` is true only for a pass. A verdict that does not
+        pass carries the diagnoses the curve alone supports, most likely first.
 
     Example:
         >>> from pytest_losstrend import check
         >>> check([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]).kind
         'divergence'
     """
+    from .diagnosis import diagnose_curve
+
     crit = Criteria().merged(**criteria)
-    return judge(_as_array(losses), crit)
+    x = _as_array(losses)
+    return diagnose_curve(x, judge(x, crit), crit.series)
 
 
 def _as_array(losses: Iterable[float] | Any) -> FloatArray:

@@ -1,0 +1,497 @@
+"""Why a loss does not fall: ranked diagnoses with their evidence and a fix (numpy only).
+
+Each rule reads a :class:`DiagnosisContext` (the recorded series, the verdict, and what
+``losstrend.watch`` saw, if anything) and returns :class:`Diagnosis` objects. Confidence ranks
+them: a rule that names a root cause (missing ``zero_grad``, unscaled features, a learning rate
+past the stability limit) scores above the symptom it explains (a non-finite loss, exploding
+gradients). The rules are plain functions so that :func:`pytest_losstrend.check` can apply them
+without pytest; under pytest they are registered through the ``pytest_losstrend_diagnose`` hook
+like anyone else's.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from .evidence import Evidence
+from .stats import FloatArray, rolling_median
+from .verdict import Diagnosis, Verdict
+
+#: The stable cause codes (DESIGN.md); rules may add others.
+CAUSES = (
+    "non_finite",
+    "lr_too_high",
+    "lr_too_low",
+    "unscaled_features",
+    "unshuffled_batches",
+    "no_learning",
+    "stale_gradients",
+    "bad_init",
+    "exploding_gradients",
+    "dead_units",
+    "shape_mismatch",
+    "overfitting",
+    "plateau",
+    "oscillation",
+)
+
+# Thresholds, from the research digest (trend_methods.md, section 5) and the benchmark corpus.
+UNSCALED_STD_RATIO = 100.0
+UNSCALED_MAX_ABS = 1e3
+DEAD_FRACTION = 0.7
+TINY_UPDATE = 1e-5
+HUGE_UPDATE = 0.1
+EXPLODING_GRAD_RATIO = 70.0
+BAD_INIT_FACTOR = 2.0
+WARN_INIT_FACTOR = 10.0
+
+
+@dataclass
+class DiagnosisContext:
+    """Everything a diagnosis rule may look at.
+
+    Attributes:
+        series: every recorded series, as floats.
+        judged: the name of the judged series.
+        verdict: the verdict of the judged series.
+        verdicts: the verdict of every series (the others judged with the default criteria).
+        evidence: what ``watch`` saw, or None.
+        warnings: messages of the warnings the test emitted (e.g. torch's broadcast warning).
+    """
+
+    series: dict[str, list[float]]
+    judged: str
+    verdict: Verdict
+    verdicts: dict[str, Verdict] = field(default_factory=dict)
+    evidence: Evidence | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def losses(self) -> FloatArray:
+        """The judged series as a float array."""
+        return np.asarray(self.series.get(self.judged, []), dtype=np.float64)
+
+    @property
+    def lr(self) -> float | None:
+        """The learning rate in use (the last one watched), if known."""
+        return self.evidence.last_lr if self.evidence is not None else None
+
+
+Rule = Callable[[DiagnosisContext], Iterable[Diagnosis]]
+
+
+def _g(v: float) -> str:
+    return f"{v:.3g}"
+
+
+def _adaptive(ev: Evidence | None) -> bool:
+    return ev is not None and (ev.optimizer or "").lower().startswith(("adam", "rmsprop", "ada"))
+
+
+def _growth(losses: FloatArray) -> float | None:
+    """Per-step growth of log-loss over the finite, positive, rising end of the curve."""
+    x = losses[np.isfinite(losses)]
+    if len(x) < 3 or (x <= 0).any():
+        return None
+    y = np.log(x)
+    start = int(np.argmin(y))
+    tail = y[start:]
+    if len(tail) < 3:
+        return None
+    slope = float(np.polyfit(np.arange(len(tail)), tail, 1)[0])
+    return slope if slope > 0 else None
+
+
+def rule_stability(ctx: DiagnosisContext) -> list[Diagnosis]:
+    """Divergence, overflow after growth, or a spike: a learning rate past the stability
+    limit 2/lambda_max. The limit is estimated from the growth rate on a quadratic
+    (lambda = (1 + e^(s/2)) / lr for a tail slope s of log-loss), or measured (sharpness)."""
+    kind = ctx.verdict.kind
+    if kind not in ("divergence", "non_finite", "spike", "rise", "oscillation", "late_rise"):
+        return []
+    if kind == "late_rise" and ctx.judged != "train":
+        return []
+    ev = ctx.evidence
+    lr = ctx.lr
+    s = _growth(ctx.losses)
+    if kind == "non_finite" and (s is None or s < 0.05):
+        return []  # overflow without growth: see rule_non_finite
+    out: list[str] = []
+    conf = {"divergence": 0.8, "non_finite": 0.8, "spike": 0.6, "rise": 0.45,
+            "oscillation": 0.5, "late_rise": 0.5}[kind]
+    if s is not None:
+        out.append(f"log-loss grows {s:.3g} per step (x{math.exp(s):.3g})")
+    fix = "lower the learning rate 10x (watch() the optimizer for the exact stability limit)"
+    if ev is not None and len(ev.lr) >= 2 and ev.lr[-1] > ev.lr[0] * 1.5:
+        out.append(f"the learning rate grew from {_g(ev.lr[0])} to {_g(ev.lr[-1])}")
+        conf = max(conf, 0.85)
+        fix = (f"keep the learning rate at or below {_g(ev.lr[0])}: check the schedule "
+               "(a factor > 1, or a warm-up that never ends)")
+    elif ev is not None and ev.sharpness is not None and lr:
+        limit = 2.0 / ev.sharpness
+        out.append(f"lambda_max = {_g(ev.sharpness)} measured on a fixed batch, so 2/lambda_max"
+                   f" = {_g(limit)}; lr = {_g(lr)}")
+        if lr > limit:
+            conf = max(conf, 0.9)
+        fix = f"lr <= {_g(limit)}, the stability limit 2/lambda_max measured on this batch"
+        if _adaptive(ev):
+            fix += (f" (the bound is for SGD; {ev.optimizer} needs a lower lr still: try "
+                    f"{_g(limit / 10)})")
+    elif lr and s is not None:
+        lam = (1.0 + math.exp(s / 2.0)) / lr
+        limit = 2.0 / lam
+        out.append(f"lr = {_g(lr)}; on a quadratic that growth means lambda_max = {_g(lam)}, "
+                   f"a stability limit 2/lambda_max = {_g(limit)}")
+        fix = (f"lr <= {_g(limit)}, the stability limit 2/lambda_max estimated from the growth "
+               f"rate (about {_g(limit / 2)} for a safe margin)")
+        if ev is not None and _adaptive(ev):
+            fix += f"; the estimate is for SGD: with {ev.optimizer}, lower the lr 10x"
+        conf = max(conf, 0.85 if kind in ("divergence", "non_finite") else conf)
+    if ev is not None and ev.update_ratio:
+        big = max((max(v) for v in ev.update_ratio.values() if v), default=0.0)
+        if big > HUGE_UPDATE:
+            out.append(f"update/weight ratio up to {_g(big)} (healthy is about 1e-3)")
+            conf = max(conf, 0.8)
+    evidence = "; ".join(out) or f"the verdict: {ctx.verdict.reason}"
+    return [Diagnosis("lr_too_high", conf, evidence, fix)]
+
+
+def rule_non_finite(ctx: DiagnosisContext) -> list[Diagnosis]:
+    """A NaN or infinity with nothing better to explain it (no growth before it)."""
+    if ctx.verdict.kind != "non_finite":
+        return []
+    at = ctx.verdict.failed_at
+    s = _growth(ctx.losses[: at or None])
+    grew = s is not None and s >= 0.05
+    conf = 0.4 if grew else 0.8
+    x = ctx.losses
+    before = f"{_g(float(x[at - 1]))} at step {at - 1}" if at else "nothing"
+    what = f"loss became {x[at] if at is not None else 'nan'} at step {at}, after {before}"
+    what += " with the loss growing before it" if grew else " with no growth before it"
+    return [Diagnosis(
+        "non_finite", conf, what,
+        "use a logits-based loss (BCEWithLogitsLoss, CrossEntropyLoss on logits, "
+        "from_logits=True) or clamp the argument of log (torch.clamp(p, 1e-7, 1 - 1e-7)); "
+        "check the inputs for NaN; clip the gradient norm (e.g. 1.0)",
+    )]
+
+
+def rule_overfitting(ctx: DiagnosisContext) -> list[Diagnosis]:
+    """An eval series that falls, then climbs while the training series falls."""
+    if ctx.judged == "train" or ctx.verdict.kind not in ("late_rise", "rise", "stall", "spike"):
+        return []
+    train = ctx.series.get("train")
+    if not train or len(train) < 3:
+        return []
+    t = np.asarray(train, dtype=np.float64)
+    k = max(1, len(t) // 5)
+    falling = float(np.median(t[-k:])) < float(np.median(t[:k]))
+    if not falling:
+        return []
+    st = ctx.verdict.stats
+    best = st.get("best_step")
+    conf = 0.9 if ctx.verdict.kind == "late_rise" else 0.6
+    return [Diagnosis(
+        "overfitting", conf,
+        f"{ctx.judged} fell to {_g(st.get('best', float('nan')))} (point {best}) and ended at "
+        f"{_g(st.get('end', float('nan')))} while train kept falling "
+        f"({_g(float(np.median(t[:k])))} -> {_g(float(np.median(t[-k:])))})",
+        f"stop at the best {ctx.judged} point ({best}; early stopping), add regularisation "
+        "(weight decay, dropout) or more data, or shrink the model",
+    )]
+
+
+def _periodic(x: FloatArray) -> tuple[int, float] | None:
+    """Lag and rank autocorrelation of a periodic component of the detrended log curve."""
+    n = len(x)
+    if n < 12 or (x <= 0).any() or not np.isfinite(x).all():
+        return None
+    y = np.log(x)
+    w = max(5, n // 5) | 1
+    pad = np.pad(y, w // 2, mode="edge")
+    r = y - rolling_median(pad, w)[:n]
+    ranks = np.argsort(np.argsort(r)).astype(np.float64)
+    ranks -= float(np.mean(ranks))
+    var = float(np.dot(ranks, ranks))
+    if var <= 0:
+        return None
+    best = (0, 0.0)
+    for lag in range(2, n // 3 + 1):
+        rho = float(np.dot(ranks[:-lag], ranks[lag:])) / var * n / (n - lag)
+        if rho > best[1]:
+            best = (lag, rho)
+    threshold = max(0.3, 3.0 / math.sqrt(n))
+    return best if best[1] >= threshold else None
+
+
+def rule_unshuffled(ctx: DiagnosisContext) -> list[Diagnosis]:
+    """Batches in a fixed order: the train series repeats with the period of an epoch while
+    the eval series does not fall."""
+    train = ctx.series.get("train")
+    if not train:
+        return []
+    per = _periodic(np.asarray(train, dtype=np.float64))
+    if per is None:
+        return []
+    lag, rho = per
+    ev_verdict = ctx.verdicts.get("eval")
+    eval_stuck = ev_verdict is not None and not ev_verdict.ok
+    momentum_high = ctx.evidence is not None and (ctx.evidence.momentum or 0.0) >= 0.95
+    if not eval_stuck or momentum_high:
+        return []
+    return [Diagnosis(
+        "unshuffled_batches", 0.8,
+        f"the train loss repeats every {lag} steps (rank autocorrelation {rho:.2f}) - the same "
+        "batches in the same order each epoch - while the eval loss does not fall",
+        "shuffle the data each epoch (DataLoader(shuffle=True), "
+        "Dataset.shuffle(buffer_size=len(data)), model.fit(shuffle=True))",
+    )]
+
+
+def rule_oscillation(ctx: DiagnosisContext) -> list[Diagnosis]:
+    """A periodic swing larger than the net drop."""
+    if ctx.verdict.kind != "oscillation":
+        return []
+    st = ctx.verdict.stats
+    ev = ctx.evidence
+    fix = "lower the learning rate 3-10x"
+    if ev is not None and (ev.momentum or 0.0) >= 0.95:
+        fix = f"lower the momentum ({_g(ev.momentum or 0.0)} -> 0.9) or the learning rate"
+    return [Diagnosis(
+        "oscillation", 0.7,
+        f"the loss swings x{math.exp(st.get('swing', 0.0)):.3g} with a period of "
+        f"{st.get('period')} steps (autocorrelation {st.get('autocorrelation', 0.0):.2f})",
+        fix,
+    )]
+
+
+def rule_evidence(ctx: DiagnosisContext) -> list[Diagnosis]:
+    """Root causes only ``watch`` can see: parameters that cannot learn, gradients never
+    cleared, unscaled inputs, dead units, tiny or huge updates, exploding gradients, and
+    predictions broadcast against their targets."""
+    ev = ctx.evidence
+    out: list[Diagnosis] = []
+    kind = ctx.verdict.kind
+    blowing_up = kind in ("divergence", "non_finite", "spike", "oscillation", "rise")
+    stalling = kind in ("stall", "too_little_drop", "frozen", "noisy", "late_rise")
+    mismatches = list(ev.shape_mismatches) if ev is not None else []
+    mismatches += [w for w in ctx.warnings if "target size" in w and "input size" in w]
+    if mismatches:
+        out.append(Diagnosis(
+            "shape_mismatch", 0.95, mismatches[0].splitlines()[0],
+            "make the prediction and the target the same shape, e.g. pred.squeeze(-1) or "
+            "y.reshape(-1, 1), before the loss: broadcasting (N,) against (N, 1) compares every "
+            "prediction with every target",
+        ))
+    if ev is None:
+        return out
+    if ev.zero_grad_calls == 0 and ev.optimizer_steps >= 3:
+        out.append(Diagnosis(
+            "stale_gradients", 0.95,
+            f"{ev.optimizer_steps} optimizer steps and gradients never cleared: each step "
+            "applies the sum of all gradients so far",
+            "call optimizer.zero_grad() before loss.backward() in every step",
+        ))
+    cannot = list(dict.fromkeys(ev.not_in_optimizer + ev.frozen + ev.unchanged
+                                + ev.zero_grad_params))
+    if cannot and (stalling or kind == "frozen"):
+        parts = []
+        if ev.not_in_optimizer:
+            parts.append(f"not in the optimizer: {', '.join(ev.not_in_optimizer[:4])}")
+        if ev.frozen:
+            parts.append(f"frozen: {', '.join(ev.frozen[:4])}")
+        if ev.unchanged:
+            parts.append(f"never changed: {', '.join(ev.unchanged[:4])}")
+        if ev.zero_grad_params:
+            parts.append(f"zero gradient: {', '.join(ev.zero_grad_params[:4])}")
+        fix = ("give every parameter to the optimizer (optimizer = SGD(model.parameters(), "
+               "...)), set requires_grad=True / trainable=True on the weights meant to learn, "
+               "and check that the loss is not computed from detached tensors")
+        out.append(Diagnosis("no_learning", 0.9, "; ".join(parts), fix))
+    stats = ev.input_stats
+    ratio = stats.get("std_ratio", 0.0)
+    max_abs = stats.get("max_abs", 0.0)
+    if (ratio > UNSCALED_STD_RATIO or max_abs > UNSCALED_MAX_ABS) and (blowing_up or stalling):
+        conf = 0.9 if blowing_up else 0.7
+        cond = stats.get("cond")
+        cond_s = stats.get("cond_standardised")
+        extra = (f", condition number {_g(cond)} raw vs {_g(cond_s)} standardised"
+                 if cond and cond_s else "")
+        out.append(Diagnosis(
+            "unscaled_features", conf,
+            f"input features span std {_g(stats.get('std_min', 0.0))}.."
+            f"{_g(stats.get('std_max', 0.0))} (ratio {_g(ratio)}), max |x| = {_g(max_abs)}{extra}",
+            "standardise the inputs (sklearn StandardScaler, or (x - mean) / std per feature, "
+            "or a keras.layers.Normalization layer); then recompute the learning rate",
+        ))
+    dead = {k: v for k, v in ev.dead_fraction.items() if v >= DEAD_FRACTION}
+    if dead and (stalling or kind in ("rise",)):
+        name, frac = max(dead.items(), key=lambda kv: kv[1])
+        out.append(Diagnosis(
+            "dead_units", 0.85,
+            f"{100 * frac:.0f}% of the units after {name} output zero on every sample",
+            "use a default (He/Glorot) initialisation with zero or positive biases, a lower "
+            "learning rate, or LeakyReLU",
+        ))
+    ratios = [max(v) for v in ev.update_ratio.values() if v]
+    if ratios and stalling and max(ratios) < TINY_UPDATE and not cannot:
+        lr = ctx.lr
+        out.append(Diagnosis(
+            "lr_too_low", 0.8,
+            f"the largest update/weight ratio is {_g(max(ratios))} (healthy is about 1e-3)"
+            + (f" at lr = {_g(lr)}" if lr else ""),
+            f"raise the learning rate 10-100x (lr = {_g(lr * 30)})" if lr
+            else "raise the learning rate 10-100x",
+        ))
+    if len(ev.grad_norm) >= 2:
+        first = ev.grad_norm[0]
+        peak = max(g for g in ev.grad_norm if math.isfinite(g)) if any(
+            math.isfinite(g) for g in ev.grad_norm) else math.inf
+        if first > 0 and peak / first > EXPLODING_GRAD_RATIO and blowing_up:
+            out.append(Diagnosis(
+                "exploding_gradients", 0.6,
+                f"the gradient norm grew from {_g(first)} to {_g(peak)} (x{peak / first:.3g})",
+                "clip the gradient norm (torch.nn.utils.clip_grad_norm_(params, 1.0); "
+                "clipnorm=1.0 in Keras) and lower the learning rate",
+            ))
+    chance = _chance(ev)
+    first_loss = ev.first_loss
+    if chance is not None and first_loss is not None and first_loss > BAD_INIT_FACTOR * chance:
+        out.append(Diagnosis(
+            "bad_init", 0.75 if stalling else 0.5,
+            f"the first loss {_g(first_loss)} is {first_loss / chance:.3g}x the chance "
+            f"level ln({ev.output_features}) = {_g(chance)}",
+            "use the default (He/Glorot) initialisation, scale the last layer down "
+            "(or zero it), and standardise the inputs",
+        ))
+    return out
+
+
+def _chance(ev: Evidence) -> float | None:
+    name = (ev.loss_name or "").lower()
+    c = ev.output_features
+    if c is None or c < 2 or "entropy" not in name:
+        return None
+    return math.log(c)
+
+
+def rule_plateau(ctx: DiagnosisContext) -> list[Diagnosis]:
+    """A flat or creeping curve with nothing more specific found: the lowest-ranked guess."""
+    kind = ctx.verdict.kind
+    if kind == "frozen":
+        return [Diagnosis(
+            "no_learning", 0.7,
+            f"every loss equals {ctx.verdict.stats.get('start')}: no parameter moved",
+            "check that the optimizer holds the model's parameters, that they require grad "
+            "(trainable=True) and that the learning rate is not 0",
+        )]
+    if kind == "too_little_drop":
+        return [Diagnosis(
+            "lr_too_low", 0.55, ctx.verdict.reason,
+            "raise the learning rate 10x, or train for more steps",
+        )]
+    if kind == "stall":
+        return [Diagnosis(
+            "plateau", 0.5, ctx.verdict.reason,
+            "check the learning rate (too low?), the loss/activation pairing (softmax fed to a "
+            "from_logits loss) and that gradients reach the weights; watch() the model for more",
+        )]
+    return []
+
+
+BUILTIN_RULES: tuple[Rule, ...] = (
+    rule_evidence,
+    rule_stability,
+    rule_non_finite,
+    rule_overfitting,
+    rule_unshuffled,
+    rule_oscillation,
+    rule_plateau,
+)
+
+
+def builtin_diagnoses(ctx: DiagnosisContext) -> list[Diagnosis]:
+    """Every built-in rule's diagnoses (unmerged)."""
+    out: list[Diagnosis] = []
+    for rule in BUILTIN_RULES:
+        out.extend(rule(ctx))
+    return out
+
+
+def rank(diagnoses: Iterable[Diagnosis]) -> tuple[Diagnosis, ...]:
+    """One diagnosis per cause (the most confident), most likely first."""
+    best: dict[str, Diagnosis] = {}
+    for d in diagnoses:
+        if d.cause not in best or d.confidence > best[d.cause].confidence:
+            best[d.cause] = d
+    return tuple(sorted(best.values(), key=lambda d: -d.confidence))
+
+
+def with_diagnoses(verdict: Verdict, diagnoses: Iterable[Diagnosis]) -> Verdict:
+    """``verdict`` carrying ``diagnoses``, ranked."""
+    return replace(verdict, diagnoses=rank(diagnoses))
+
+
+def passing_warnings(ctx: DiagnosisContext) -> list[str]:
+    """Things worth knowing about a passing test; they never fail it."""
+    ev = ctx.evidence
+    out: list[str] = []
+    if ev is None:
+        return out
+    chance = _chance(ev)
+    if chance is not None and ev.first_loss is not None and (
+            ev.first_loss > WARN_INIT_FACTOR * chance):
+        out.append(f"bad_init: the first loss {_g(ev.first_loss)} is "
+                   f"{ev.first_loss / chance:.3g}x the chance level ln(C) = {_g(chance)}")
+    half_dead = {k: v for k, v in ev.dead_fraction.items() if v >= 0.5}
+    for name, frac in half_dead.items():
+        out.append(f"dead_units: {100 * frac:.0f}% of the units after {name} never fire")
+    stats = ev.input_stats
+    if stats.get("std_ratio", 0.0) > UNSCALED_STD_RATIO or stats.get("max_abs", 0.0) > (
+            UNSCALED_MAX_ABS):
+        out.append(f"unscaled_features: feature std ratio {_g(stats.get('std_ratio', 0.0))}, "
+                   f"max |x| {_g(stats.get('max_abs', 0.0))}")
+    if ev.not_in_optimizer:
+        out.append(f"no_learning: not in the optimizer: {', '.join(ev.not_in_optimizer[:4])}")
+    if ev.shape_mismatches:
+        out.append(f"shape_mismatch: {ev.shape_mismatches[0]}")
+    return out
+
+
+def context_for(
+    series: dict[str, list[float]], judged: str, verdict: Verdict,
+    *, evidence: Evidence | None = None, warnings: list[str] | None = None,
+    judge_other: Callable[[str, list[float]], Verdict] | None = None,
+) -> DiagnosisContext:
+    """Build a context, judging the series other than ``judged`` with ``judge_other``."""
+    verdicts = {judged: verdict}
+    if judge_other is not None:
+        for name, values in series.items():
+            if name != judged:
+                verdicts[name] = judge_other(name, values)
+    return DiagnosisContext(series=series, judged=judged, verdict=verdict, verdicts=verdicts,
+                            evidence=evidence, warnings=list(warnings or []))
+
+
+def diagnose_curve(losses: FloatArray, verdict: Verdict, series: str = "train") -> Verdict:
+    """The verdict with the diagnoses the curve alone supports (used by ``check``)."""
+    if verdict.ok:
+        return verdict
+    ctx = DiagnosisContext(series={series: [float(v) for v in losses]}, judged=series,
+                           verdict=verdict, verdicts={series: verdict})
+    return with_diagnoses(verdict, builtin_diagnoses(ctx))
+
+
+__all__ = [
+    "BUILTIN_RULES",
+    "CAUSES",
+    "DiagnosisContext",
+    "builtin_diagnoses",
+    "diagnose_curve",
+    "passing_warnings",
+    "rank",
+]

@@ -1,0 +1,41 @@
+"""Hook specifications of pytest-losstrend (``pytest_losstrend_*``).
+
+Implement them in a ``conftest.py`` or a plugin. The built-in diagnosis rules are registered
+through the same hook, as the plugin ``losstrend-rules``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from .diagnosis import DiagnosisContext
+    from .verdict import Diagnosis
+
+hookspec = pytest.hookspec
+
+
+@hookspec
+def pytest_losstrend_diagnose(context: DiagnosisContext) -> list[Diagnosis] | None:
+    """Add diagnoses of a failing (or inconclusive) loss curve.
+
+    Called once per judged test whose verdict did not pass. Return a list of
+    :class:`pytest_losstrend.Diagnosis` (or ``None``); every implementation's results are
+    merged, one per cause (the most confident), and ranked by confidence, most likely first.
+    ``context`` holds the recorded series, the verdict, what ``watch`` saw
+    (``context.evidence``, or ``None``) and the warnings the test emitted.
+
+    Example, in a ``conftest.py``:
+
+    .. code-block:: python
+
+        from pytest_losstrend import Diagnosis
+
+        def pytest_losstrend_diagnose(context):
+            if context.evidence and context.evidence.optimizer == "LBFGS":
+                return [Diagnosis("lbfgs_misuse", 0.9, "LBFGS needs a closure",
+                                  "pass closure= to optimizer.step")]
+            return None
+    """
