@@ -140,6 +140,84 @@ def summary(results: list[dict[str, Any]], by_config: bool) -> str:
     return "\n".join(lines)
 
 
+# The root cause each bad configuration of the corpus has, by a part of its name; None where
+# no cause code fits (gradient ascent: a sign bug). "watch" marks what only the evidence of
+# losstrend.watch() can tell apart from the curve.
+EXPECTED_CAUSE: tuple[tuple[str, str | None, bool], ...] = (
+    ("unscaled_x", "unscaled_features", True),
+    ("log0", "non_finite", False),
+    ("ascent", None, False),
+    ("overfit", "overfitting", False),
+    ("b8/s100/per_step/stale_optimizer", "no_learning", True),
+    ("stale_optimizer", "no_learning", False),
+    ("fixed_batch", "no_learning", False),
+    ("/lr0", "no_learning", False),
+    ("trainable_false", "no_learning", False),
+    ("lr1e-7", "lr_too_low", True),
+    ("dead_relu", "dead_units", True),
+    ("sgdm99", "oscillation", False),
+    ("lr_x", "lr_too_high", False),
+    ("at_optimum", "lr_too_high", True),
+    ("", "lr_too_high", False),
+)
+
+
+def expected_cause(config: str) -> tuple[str | None, bool]:
+    """The expected top cause of a bad configuration, and whether it needs ``watch``."""
+    for part, cause, needs_watch in EXPECTED_CAUSE:
+        if part in config:
+            return cause, needs_watch
+    return None, False
+
+
+def diagnosis_table(runs: list[dict[str, Any]]) -> str:
+    """Top-1 cause of each bad run from its curves (every series) and the optimizer's lr."""
+    import numpy as np
+
+    from pytest_losstrend.criteria import Criteria
+    from pytest_losstrend.diagnosis import builtin_diagnoses, context_for, rank
+    from pytest_losstrend.evidence import Evidence
+    from pytest_losstrend.trend import judge
+
+    rows: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for run in runs:
+        if run["family"] != "bad":
+            continue
+        cause, needs_watch = expected_cause(run["config"])
+        if cause is None:
+            continue
+        judged = run.get("judge") or "train"
+        series = {k: _floats(v) for k, v in run["series"].items()}
+        verdict = judge(np.asarray(series[judged]), Criteria(series=judged))
+        if verdict.ok:
+            rows[(run["config"], cause + (" (watch)" if needs_watch else ""))].append("PASS")
+            continue
+        ev = Evidence(optimizer=run.get("optimizer"), lr=[float(run["lr"])] if run.get("lr")
+                      else [])
+        ctx = context_for(series, judged, verdict, evidence=ev,
+                          judge_other=lambda n, v: judge(np.asarray(v), Criteria(series=n)))
+        ranked = rank(builtin_diagnoses(ctx))
+        rows[(run["config"], cause + (" (watch)" if needs_watch else ""))].append(
+            ranked[0].cause if ranked else "-")
+    lines = ["| configuration | expected | top-1 right | top causes |", "|---|---|---|---|"]
+    right = total = right_curve = total_curve = 0
+    for (config, cause), tops in sorted(rows.items()):
+        want = cause.split(" ")[0]
+        k = sum(t == want for t in tops)
+        right += k
+        total += len(tops)
+        if "(watch)" not in cause:
+            right_curve += k
+            total_curve += len(tops)
+        counts = ", ".join(f"{c} {tops.count(c)}" for c in sorted(set(tops), key=tops.count,
+                                                                   reverse=True))
+        lines.append(f"| {config} | {cause} | {k}/{len(tops)} | {counts} |")
+    lines.append(f"| **all** | | **{right}/{total} ({100 * right / max(total, 1):.0f}%)** | |")
+    lines.append(f"| **all not needing watch** | | **{right_curve}/{total_curve} "
+                 f"({100 * right_curve / max(total_curve, 1):.0f}%)** | |")
+    return "\n".join(lines)
+
+
 def _parse_criteria(items: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items:
@@ -159,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--criteria", nargs="*", default=[], help="name=value overrides")
     ap.add_argument("--show", default="", help="print reasons for runs of configs containing it")
     ap.add_argument("--false-alarms", action="store_true", help="list healthy runs that FAIL")
+    ap.add_argument("--diagnosis", action="store_true",
+                    help="top-1 cause of the bad runs from their curves and the optimizer's lr")
     ap.add_argument("--set", nargs="*", default=[],
                     help="NAME=VALUE: override a constant of pytest_losstrend.trend (a sweep)")
     args = ap.parse_args(argv)
@@ -173,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     if not runs:
         print(f"no runs in {args.corpus}; run benchmarks/corpus.py first", file=sys.stderr)
         return 2
+    if args.diagnosis:
+        print(diagnosis_table(runs))
+        return 0
     results = judge_runs(runs, _parse_criteria(args.criteria))
     print(summary(results, args.by_config))
     for r in results:

@@ -101,6 +101,9 @@ def term_lines(results: list[dict[str, Any]], width: int = 100) -> list[str]:
     lines = [line(head, "curve")]
     for row in rows:
         lines.append(line(row[:7], sparkline(row[7], spark_w)))
+    for r in sorted(results, key=lambda r: r["nodeid"]):
+        for note in r.get("warnings") or []:
+            lines.append(f"warning: {r['nodeid']}: {note}")
     return lines
 
 
