@@ -46,6 +46,7 @@ class Evidence:
         sharpness_lr: the learning rate it is compared with.
         shape_mismatches: messages about predictions and targets broadcast against each other.
         notes: anything else a backend wants to show in the evidence.
+        loss_from_logits: whether the loss takes logits (Keras' ``from_logits``), if known.
     """
 
     framework: str | None = None
@@ -70,6 +71,7 @@ class Evidence:
     sharpness_lr: float | None = None
     shape_mismatches: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    loss_from_logits: bool | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-able data."""

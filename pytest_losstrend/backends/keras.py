@@ -9,6 +9,10 @@ whatever the size of the last batch. A custom ``train_step`` that returns the ba
 directly is recorded as it is. The series is recorded at the end of each epoch, so Keras can
 keep dispatching batch hooks asynchronously; a non-finite or diverging loss stops training
 within a batch or two, and the test at the end of that epoch.
+
+The callback also watches its model for diagnosis (a :class:`~.keras_watch.KerasWatcher`, the
+one ``losstrend.watch(model)`` made if there is one): at the start of ``fit``, at the end of
+every epoch and at the end of ``fit``, never per batch.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..fixture import LossTrend
+    from .keras_watch import KerasWatcher
 
 
 def _import_keras() -> Any:
@@ -50,6 +55,7 @@ def make_callback(lt: LossTrend, series: str = "train", eval_series: str = "eval
             self._end_count: float | None = None
             self._means: list[tuple[int, float]] = []
             self._first: float | None = None
+            self._watcher: KerasWatcher | None = None
 
         def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
             # The compiled loss tracker first; then any metric named "loss", which is what a
@@ -62,6 +68,8 @@ def make_callback(lt: LossTrend, series: str = "train", eval_series: str = "eval
                 if usable and all(t is not k for k in self._trackers):
                     self._trackers.append(t)
             self._tracker, self._raw, self._weight, self._first = None, False, None, None
+            self._watcher = _watcher_for(lt, self.model)
+            _call(self._watcher, "on_train_begin")
 
         def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             self._means = []
@@ -101,16 +109,61 @@ def make_callback(lt: LossTrend, series: str = "train", eval_series: str = "eval
                 self._end_count = self._count()
 
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            try:
+                self._record_epoch(logs)
+            finally:
+                # After recording: a custom compute_loss may update the loss tracker, whose
+                # count the recording reads. Also when recording stops the test, since the last
+                # epoch's updates are the telling ones.
+                _call(self._watcher, "on_epoch_end", epoch)
+
+        def _record_epoch(self, logs: dict[str, Any] | None) -> None:
             means, self._means = sorted(self._means), []
             if means:
                 end_count = self._end_count if self._end_count is not None else self._count()
-                for loss in _batch_losses([m for _, m in means], self._weight, end_count,
-                                          raw=self._raw or self._tracker is None):
+                losses = _batch_losses([m for _, m in means], self._weight, end_count,
+                                       raw=self._raw or self._tracker is None)
+                watched = self._watcher
+                if watched is not None and watched.evidence.first_loss is None and losses:
+                    watched.evidence.first_loss = losses[0]
+                for loss in losses:
                     lt.record(loss, series=series)
             if logs and "val_loss" in logs:
                 lt.record(float(logs["val_loss"]), series=eval_series)
 
+        def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+            _call(self._watcher, "on_train_end")
+
     return LossTrendCallback()
+
+
+def _watcher_for(lt: LossTrend, model: Any) -> KerasWatcher | None:
+    """The LossTrend's watcher of ``model``, created (as ``lt.watch(model)`` would) if none."""
+    from .keras_watch import KerasWatcher
+
+    if model is None:
+        return None
+    for w in lt._watchers:
+        if isinstance(w, KerasWatcher) and w.model is model:
+            return w
+    try:
+        lt.watch(model)
+    except Exception as exc:  # diagnosis is a bonus: never break the user's fit for it
+        if lt.evidence is not None:
+            lt.evidence.notes.append(f"keras: model not watched: {exc!r:.200}")
+        return None
+    w = lt._watchers[-1]
+    return w if isinstance(w, KerasWatcher) else None
+
+
+def _call(watcher: KerasWatcher | None, hook: str, *args: Any) -> None:
+    """Run a watcher hook; a failure becomes a note in the evidence, never a failed fit."""
+    if watcher is None:
+        return
+    try:
+        getattr(watcher, hook)(*args)
+    except Exception as exc:
+        watcher.evidence.notes.append(f"keras: watcher {hook} failed: {exc!r:.200}")
 
 
 def _batch_losses(
