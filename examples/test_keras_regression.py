@@ -97,7 +97,7 @@ def test_standardised_features_exponential_decay(losstrend: LossTrend) -> None:
     )
 
 
-@pytest.mark.loss_fails
+@pytest.mark.loss_fails(cause="unscaled_features")
 def test_raw_features_sgd_diverges(losstrend: LossTrend) -> None:
     """Raw features in the hundreds: SGD's default lr=0.01 is 700 times the stable limit."""
     x, y = diabetes(scaled=False)
@@ -106,6 +106,9 @@ def test_raw_features_sgd_diverges(losstrend: LossTrend) -> None:
     limit = 2.0 / np.linalg.eigvalsh(2.0 * x1.T @ x1 / len(x1)).max()
     assert limit == pytest.approx(1.4e-5, rel=0.1)
     model = linear_model(0.01)
+    # Watching with a batch lets the diagnosis see the features' scales: the top cause is the
+    # unscaled features (condition number 1e6 raw, 470 standardised), not the learning rate.
+    losstrend.watch(model, batch=(x[:256], y[:256]))
     model.fit(
         x, y, batch_size=BATCH, epochs=EPOCHS, callbacks=[losstrend.keras_callback()], verbose=0
     )

@@ -76,10 +76,15 @@ def mse_lr_limit(x: torch.Tensor) -> float:
 def fit_full_batch(
     losstrend: LossTrend, x: torch.Tensor, y: torch.Tensor, lr: float, steps: int = STEPS
 ) -> nn.Linear:
-    """Full-batch SGD on ``nn.Linear(1, 1)`` with ``MSELoss``, recording every step's loss."""
+    """Full-batch SGD on ``nn.Linear(1, 1)`` with ``MSELoss``, recording every step's loss.
+
+    The model is watched with its loss and the full batch, so a failing verdict measures the
+    sharpness λmax and its diagnosis quotes the stable learning rate 2/λmax.
+    """
     model = nn.Linear(1, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     loss_fn = nn.MSELoss()
+    losstrend.watch(model, optimizer, loss_fn=loss_fn, batch=(x, y))
     for _ in range(steps):
         optimizer.zero_grad()
         loss = loss_fn(model(x), y)
@@ -92,7 +97,7 @@ def fit_full_batch(
 # -- the learning rate -----------------------------------------------------------------------
 
 
-@pytest.mark.loss_fails
+@pytest.mark.loss_fails(cause="lr_too_high")
 def test_lr_1_diverges(losstrend: LossTrend) -> None:
     """lr=1.0 is about 33 times the stable limit: the loss explodes within a few steps."""
     x, y = make_data()
@@ -105,7 +110,7 @@ def test_lr_1_diverges(losstrend: LossTrend) -> None:
     fit_full_batch(losstrend, x, y, lr=1.0)
 
 
-@pytest.mark.loss_fails
+@pytest.mark.loss_fails(cause="lr_too_high")
 def test_lr_divided_by_10_still_diverges(losstrend: LossTrend) -> None:
     """lr=0.1 (the write-up's "divide by 10") is still above 2/λmax ≈ 0.03: it diverges too."""
     x, y = make_data()
@@ -117,9 +122,9 @@ def test_lr_divided_by_10_still_diverges(losstrend: LossTrend) -> None:
 def test_lr_below_the_limit_converges(losstrend: LossTrend) -> None:
     """lr=0.01, a third of 2/λmax: every step shrinks the error and the loss falls ~100-fold.
 
-    ``min_drop`` is measured from the start level, the median of the first three losses, so a
-    loss that falls 8-fold on the very first step is credited from its second value: the
-    criterion asks for a 50% drop, which this run clears many times over.
+    ``min_drop`` is measured from the start level: the first loss here, since the first step
+    falls far beyond the noise. The criterion asks for a 50% drop, which this run clears many
+    times over.
     """
     x, y = make_data()
     assert mse_lr_limit(x) > 0.01
@@ -138,7 +143,7 @@ def test_standardised_feature_converges_at_lr_0_1(losstrend: LossTrend) -> None:
 # -- the scale of the features ---------------------------------------------------------------
 
 
-@pytest.mark.loss_fails
+@pytest.mark.loss_fails(cause="unscaled_features")
 def test_features_in_the_thousands_diverge(losstrend: LossTrend) -> None:
     """x in [0, 10000): the curvature is a million times larger, lr=0.1 blows up at once."""
     x, y = make_data(scale=1000.0)

@@ -42,6 +42,10 @@ CAUSES = (
 # Thresholds, from the research digest (trend_methods.md, section 5) and the benchmark corpus.
 UNSCALED_STD_RATIO = 100.0
 UNSCALED_MAX_ABS = 1e3
+# Ill-conditioning that standardising would remove: raw features whose Gram matrix is this much
+# worse conditioned than the standardised one (and badly conditioned in absolute terms).
+UNSCALED_COND_GAIN = 100.0
+UNSCALED_COND = 1e4
 DEAD_FRACTION = 0.7
 TINY_UPDATE = 1e-5
 HUGE_UPDATE = 0.1
@@ -137,7 +141,8 @@ def rule_stability(ctx: DiagnosisContext) -> list[Diagnosis]:
                    f" = {_g(limit)}; lr = {_g(lr)}")
         if lr > limit:
             conf = max(conf, 0.9)
-        fix = f"lr <= {_g(limit)}, the stability limit 2/lambda_max measured on this batch"
+        fix = (f"lr <= {_g(limit)}, the stability limit 2/lambda_max measured on this batch; "
+               f"lr = {_g(limit / 2)} (1/lambda_max) leaves a safe margin")
         if _adaptive(ev):
             fix += (f" (the bound is for SGD; {ev.optimizer} needs a lower lr still: try "
                     f"{_g(limit / 10)})")
@@ -147,7 +152,7 @@ def rule_stability(ctx: DiagnosisContext) -> list[Diagnosis]:
         out.append(f"lr = {_g(lr)}; on a quadratic that growth means lambda_max = {_g(lam)}, "
                    f"a stability limit 2/lambda_max = {_g(limit)}")
         fix = (f"lr <= {_g(limit)}, the stability limit 2/lambda_max estimated from the growth "
-               f"rate (about {_g(limit / 2)} for a safe margin)")
+               f"rate; lr = {_g(limit / 2)} (1/lambda_max) leaves a safe margin")
         if ev is not None and _adaptive(ev):
             fix += f"; the estimate is for SGD: with {ev.optimizer}, lower the lr 10x"
         conf = max(conf, 0.85 if kind in ("divergence", "non_finite") else conf)
@@ -315,7 +320,7 @@ def rule_evidence(ctx: DiagnosisContext) -> list[Diagnosis]:
     stats = ev.input_stats
     ratio = stats.get("std_ratio", 0.0)
     max_abs = stats.get("max_abs", 0.0)
-    if (ratio > UNSCALED_STD_RATIO or max_abs > UNSCALED_MAX_ABS) and (blowing_up or stalling):
+    if _unscaled(stats) and (blowing_up or stalling):
         conf = 0.9 if blowing_up else 0.7
         cond = stats.get("cond")
         cond_s = stats.get("cond_standardised")
@@ -369,6 +374,18 @@ def rule_evidence(ctx: DiagnosisContext) -> list[Diagnosis]:
             "(or zero it), and standardise the inputs",
         ))
     return out
+
+
+def _unscaled(stats: dict[str, float]) -> bool:
+    """Whether the input statistics show features that standardising would fix."""
+    cond = stats.get("cond", 0.0)
+    cond_s = stats.get("cond_standardised", 0.0)
+    ill = cond > UNSCALED_COND and cond_s > 0 and cond / cond_s > UNSCALED_COND_GAIN
+    return bool(
+        stats.get("std_ratio", 0.0) > UNSCALED_STD_RATIO
+        or stats.get("max_abs", 0.0) > UNSCALED_MAX_ABS
+        or ill
+    )
 
 
 def _chance(ev: Evidence) -> float | None:
@@ -451,8 +468,7 @@ def passing_warnings(ctx: DiagnosisContext) -> list[str]:
     for name, frac in half_dead.items():
         out.append(f"dead_units: {100 * frac:.0f}% of the units after {name} never fire")
     stats = ev.input_stats
-    if stats.get("std_ratio", 0.0) > UNSCALED_STD_RATIO or stats.get("max_abs", 0.0) > (
-            UNSCALED_MAX_ABS):
+    if _unscaled(stats):
         out.append(f"unscaled_features: feature std ratio {_g(stats.get('std_ratio', 0.0))}, "
                    f"max |x| {_g(stats.get('max_abs', 0.0))}")
     if ev.not_in_optimizer:
