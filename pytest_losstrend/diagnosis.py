@@ -50,6 +50,7 @@ DEAD_FRACTION = 0.7
 TINY_UPDATE = 1e-5
 HUGE_UPDATE = 0.1
 EXPLODING_GRAD_RATIO = 70.0
+EXPLODING_GRAD_AT_INIT = 1e3
 BAD_INIT_FACTOR = 2.0
 WARN_INIT_FACTOR = 10.0
 
@@ -99,12 +100,12 @@ def _adaptive(ev: Evidence | None) -> bool:
 def _growth(losses: FloatArray) -> float | None:
     """Per-step growth of log-loss over the finite, positive, rising end of the curve."""
     x = losses[np.isfinite(losses)]
-    if len(x) < 3 or (x <= 0).any():
+    if len(x) < 2 or (x <= 0).any():
         return None
     y = np.log(x)
     start = int(np.argmin(y))
     tail = y[start:]
-    if len(tail) < 3:
+    if len(tail) < 2:
         return None
     slope = float(np.polyfit(np.arange(len(tail)), tail, 1)[0])
     return slope if slope > 0 else None
@@ -135,12 +136,17 @@ def rule_stability(ctx: DiagnosisContext) -> list[Diagnosis]:
         conf = max(conf, 0.85)
         fix = (f"keep the learning rate at or below {_g(ev.lr[0])}: check the schedule "
                "(a factor > 1, or a warm-up that never ends)")
-    elif ev is not None and ev.sharpness is not None and lr:
-        limit = 2.0 / ev.sharpness
-        out.append(f"lambda_max = {_g(ev.sharpness)} measured on a fixed batch, so 2/lambda_max"
-                   f" = {_g(limit)}; lr = {_g(lr)}")
+    elif ev is not None and _sharpness(ev) is not None and lr:
+        lam_measured = _sharpness(ev) or 1.0
+        limit = 2.0 / lam_measured
+        out.append(f"lambda_max = {_g(lam_measured)} measured on a fixed batch, so "
+                   f"2/lambda_max = {_g(limit)}; lr = {_g(lr)}")
         if lr > limit:
             conf = max(conf, 0.9)
+        elif not _adaptive(ev):
+            # Below the limit measured at the start: the curvature explains nothing here.
+            out.append("lr is within that limit")
+            conf = min(conf, 0.3)
         fix = (f"lr <= {_g(limit)}, the stability limit 2/lambda_max measured on this batch; "
                f"lr = {_g(limit / 2)} (1/lambda_max) leaves a safe margin")
         if _adaptive(ev):
@@ -156,13 +162,39 @@ def rule_stability(ctx: DiagnosisContext) -> list[Diagnosis]:
         if ev is not None and _adaptive(ev):
             fix += f"; the estimate is for SGD: with {ev.optimizer}, lower the lr 10x"
         conf = max(conf, 0.85 if kind in ("divergence", "non_finite") else conf)
-    if ev is not None and ev.update_ratio:
-        big = max((max(v) for v in ev.update_ratio.values() if v), default=0.0)
-        if big > HUGE_UPDATE:
-            out.append(f"update/weight ratio up to {_g(big)} (healthy is about 1e-3)")
-            conf = max(conf, 0.8)
+    big = _typical_update(ev)
+    if big is not None and big > HUGE_UPDATE and conf > 0.3:
+        out.append(f"update/weight ratio {_g(big)} (healthy is about 1e-3)")
+        conf = max(conf, 0.8)
     evidence = "; ".join(out) or f"the verdict: {ctx.verdict.reason}"
     return [Diagnosis("lr_too_high", conf, evidence, fix)]
+
+
+def _sharpness(ev: Evidence) -> float | None:
+    lam = ev.sharpness
+    return lam if lam is not None and math.isfinite(lam) and lam > 0 else None
+
+
+def _typical_update(ev: Evidence | None) -> float | None:
+    """The largest, over weight tensors, of each one's median update/weight ratio after the
+    first sample. Biases (near zero, so any move is a large ratio) and the first step (Adam's
+    and fresh inits' biggest) are left out; per-epoch samples (Keras) are divided per step."""
+    if ev is None or not ev.update_ratio:
+        return None
+    per_step = 1.0
+    if ev.framework == "keras" and len(ev.steps) >= 2:
+        per_step = max(1.0, (ev.steps[-1] - ev.steps[0]) / (len(ev.steps) - 1))
+    best: float | None = None
+    for name, values in ev.update_ratio.items():
+        if name.endswith("bias"):
+            continue
+        vals = sorted(v for v in values[1:] if math.isfinite(v)) or sorted(
+            v for v in values if math.isfinite(v))
+        if not vals:
+            continue
+        med = vals[len(vals) // 2] / per_step
+        best = med if best is None else max(best, med)
+    return best
 
 
 def rule_non_finite(ctx: DiagnosisContext) -> list[Diagnosis]:
@@ -224,13 +256,17 @@ def _periodic(x: FloatArray) -> tuple[int, float] | None:
     var = float(np.dot(ranks, ranks))
     if var <= 0:
         return None
-    best = (0, 0.0)
-    for lag in range(2, n // 3 + 1):
-        rho = float(np.dot(ranks[:-lag], ranks[lag:])) / var * n / (n - lag)
-        if rho > best[1]:
-            best = (lag, rho)
+    rhos = {lag: float(np.dot(ranks[:-lag], ranks[lag:])) / var * n / (n - lag)
+            for lag in range(1, n // 3 + 1)}
+    best = max(((lag, rho) for lag, rho in rhos.items() if lag >= 2), key=lambda t: t[1],
+               default=(0, 0.0))
     threshold = max(0.3, 3.0 / math.sqrt(n))
-    return best if best[1] >= threshold else None
+    lag, rho = best
+    # A period shows as a dip of the autocorrelation at half the lag; a smooth residual (a
+    # full-batch curve) decays instead, and is no period.
+    if rho < threshold or rhos.get(max(1, lag // 2), 1.0) > rho - 0.5:
+        return None
+    return best
 
 
 def rule_unshuffled(ctx: DiagnosisContext) -> list[Diagnosis]:
@@ -243,17 +279,30 @@ def rule_unshuffled(ctx: DiagnosisContext) -> list[Diagnosis]:
     if per is None:
         return []
     lag, rho = per
+    ev = ctx.evidence
+    if ev is not None and (ev.momentum or 0.0) >= 0.95:
+        return []  # heavy momentum swings periodically by itself: see rule_oscillation
+    lam = _sharpness(ev) if ev is not None else None
+    if lam is not None and ctx.lr and ctx.lr > 1.0 / lam:
+        return []  # near the stability limit: the optimizer oscillates
     ev_verdict = ctx.verdicts.get("eval")
     eval_stuck = ev_verdict is not None and not ev_verdict.ok
-    momentum_high = ctx.evidence is not None and (ctx.evidence.momentum or 0.0) >= 0.95
-    if not eval_stuck or momentum_high:
+    if ev_verdict is not None and not eval_stuck:
+        drop_eval = ev_verdict.stats.get("drop") or 0.0
+        drop_train = ctx.verdicts.get("train", ctx.verdict).stats.get("drop") or 0.0
+        eval_stuck = drop_eval < 0.5 * drop_train
+    if ev_verdict is not None and not eval_stuck:
         return []
+    conf = 0.85 if ev_verdict is not None else 0.65
+    where = ("while the eval loss does not fall" if ev_verdict is not None
+             else "(record an eval series to confirm)")
     return [Diagnosis(
-        "unshuffled_batches", 0.8,
+        "unshuffled_batches", conf,
         f"the train loss repeats every {lag} steps (rank autocorrelation {rho:.2f}) - the same "
-        "batches in the same order each epoch - while the eval loss does not fall",
+        f"batches in the same order each epoch - {where}",
         "shuffle the data each epoch (DataLoader(shuffle=True), "
-        "Dataset.shuffle(buffer_size=len(data)), model.fit(shuffle=True))",
+        "Dataset.shuffle(buffer_size=len(data))); note that Keras' fit(shuffle=True) replays "
+        "the same order every epoch once a TensorFlow global seed is set",
     )]
 
 
@@ -264,10 +313,12 @@ def rule_oscillation(ctx: DiagnosisContext) -> list[Diagnosis]:
     st = ctx.verdict.stats
     ev = ctx.evidence
     fix = "lower the learning rate 3-10x"
+    conf = 0.7
     if ev is not None and (ev.momentum or 0.0) >= 0.95:
         fix = f"lower the momentum ({_g(ev.momentum or 0.0)} -> 0.9) or the learning rate"
+        conf = 0.85
     return [Diagnosis(
-        "oscillation", 0.7,
+        "oscillation", conf,
         f"the loss swings x{math.exp(st.get('swing', 0.0)):.3g} with a period of "
         f"{st.get('period')} steps (autocorrelation {st.get('autocorrelation', 0.0):.2f})",
         fix,
@@ -282,7 +333,8 @@ def rule_evidence(ctx: DiagnosisContext) -> list[Diagnosis]:
     out: list[Diagnosis] = []
     kind = ctx.verdict.kind
     blowing_up = kind in ("divergence", "non_finite", "spike", "oscillation", "rise")
-    stalling = kind in ("stall", "too_little_drop", "frozen", "noisy", "late_rise")
+    stalling = kind in ("stall", "too_little_drop", "frozen", "noisy", "late_rise",
+                        "above_ceiling")
     mismatches = list(ev.shape_mismatches) if ev is not None else []
     mismatches += [w for w in ctx.warnings if "target size" in w and "input size" in w]
     if mismatches:
@@ -301,9 +353,16 @@ def rule_evidence(ctx: DiagnosisContext) -> list[Diagnosis]:
             "applies the sum of all gradients so far",
             "call optimizer.zero_grad() before loss.backward() in every step",
         ))
+    dead = {k: v for k, v in ev.dead_fraction.items() if v >= DEAD_FRACTION}
     cannot = list(dict.fromkeys(ev.not_in_optimizer + ev.frozen + ev.unchanged
                                 + ev.zero_grad_params))
-    if cannot and (stalling or kind == "frozen"):
+    # Parameters held out of training are a root cause; parameters that merely did not move
+    # are one only when nothing explains it better (dead units) and most of the model is stuck.
+    held_out = bool(ev.not_in_optimizer or ev.frozen)
+    n_params = max(1, len(ev.update_ratio) or len(cannot))
+    mostly_stuck = len(set(ev.unchanged + ev.zero_grad_params)) >= 0.5 * n_params
+    relevant = stalling or kind == "frozen" or (held_out and kind == "oscillation")
+    if cannot and relevant and (held_out or (mostly_stuck and not dead)):
         parts = []
         if ev.not_in_optimizer:
             parts.append(f"not in the optimizer: {', '.join(ev.not_in_optimizer[:4])}")
@@ -333,35 +392,49 @@ def rule_evidence(ctx: DiagnosisContext) -> list[Diagnosis]:
             "standardise the inputs (sklearn StandardScaler, or (x - mean) / std per feature, "
             "or a keras.layers.Normalization layer); then recompute the learning rate",
         ))
-    dead = {k: v for k, v in ev.dead_fraction.items() if v >= DEAD_FRACTION}
     if dead and (stalling or kind in ("rise",)):
         name, frac = max(dead.items(), key=lambda kv: kv[1])
         out.append(Diagnosis(
-            "dead_units", 0.85,
+            "dead_units", 0.92 if not held_out else 0.8,
             f"{100 * frac:.0f}% of the units after {name} output zero on every sample",
             "use a default (He/Glorot) initialisation with zero or positive biases, a lower "
             "learning rate, or LeakyReLU",
         ))
-    ratios = [max(v) for v in ev.update_ratio.values() if v]
-    if ratios and stalling and max(ratios) < TINY_UPDATE and not cannot:
+    typical = _typical_update(ev)
+    if typical is not None and stalling and typical < TINY_UPDATE and not held_out and not dead:
         lr = ctx.lr
         out.append(Diagnosis(
             "lr_too_low", 0.8,
-            f"the largest update/weight ratio is {_g(max(ratios))} (healthy is about 1e-3)"
+            f"the update/weight ratio is {_g(typical)} a step (healthy is about 1e-3)"
             + (f" at lr = {_g(lr)}" if lr else ""),
             f"raise the learning rate 10-100x (lr = {_g(lr * 30)})" if lr
             else "raise the learning rate 10-100x",
         ))
-    if len(ev.grad_norm) >= 2:
+    if ev.grad_norm and blowing_up:
         first = ev.grad_norm[0]
-        peak = max(g for g in ev.grad_norm if math.isfinite(g)) if any(
-            math.isfinite(g) for g in ev.grad_norm) else math.inf
-        if first > 0 and peak / first > EXPLODING_GRAD_RATIO and blowing_up:
+        peak = max((g if not math.isnan(g) else math.inf) for g in ev.grad_norm)
+        grew = first > 0 and peak / first > EXPLODING_GRAD_RATIO
+        # Gradients already huge before the first update come from the initialisation or the
+        # architecture, not from the learning rate: that is the root.
+        # |g| / |w| at the very first step (the first update ratio over the lr): a gradient a
+        # thousand times the weights before any update has happened.
+        first_ratio = max((v[0] for k, v in ev.update_ratio.items()
+                           if v and not k.endswith("bias") and math.isfinite(v[0])), default=0.0)
+        lr0 = ev.lr[0] if ev.lr else None
+        at_init = (
+            bool(ev.steps) and ev.steps[0] == 0 and ev.framework == "torch" and bool(lr0)
+            and first_ratio / (lr0 or 1.0) > EXPLODING_GRAD_AT_INIT
+            and not _unscaled(ev.input_stats)
+        )
+        if grew or at_init:
+            what = (f"the gradient norm is {_g(first)} at the first step"
+                    + (f" ({_g(first_ratio / (lr0 or 1.0))}x the weights)" if at_init else "")
+                    + (f" and grows to {_g(peak)}" if grew else ""))
             out.append(Diagnosis(
-                "exploding_gradients", 0.6,
-                f"the gradient norm grew from {_g(first)} to {_g(peak)} (x{peak / first:.3g})",
-                "clip the gradient norm (torch.nn.utils.clip_grad_norm_(params, 1.0); "
-                "clipnorm=1.0 in Keras) and lower the learning rate",
+                "exploding_gradients", 0.92 if at_init else 0.6, what,
+                "use a default (He/Glorot) initialisation or normalisation layers, clip the "
+                "gradient norm (torch.nn.utils.clip_grad_norm_(params, 1.0); clipnorm=1.0 in "
+                "Keras) and lower the learning rate",
             ))
     chance = _chance(ev)
     first_loss = ev.first_loss
@@ -380,7 +453,9 @@ def _unscaled(stats: dict[str, float]) -> bool:
     """Whether the input statistics show features that standardising would fix."""
     cond = stats.get("cond", 0.0)
     cond_s = stats.get("cond_standardised", 0.0)
-    ill = cond > UNSCALED_COND and cond_s > 0 and cond / cond_s > UNSCALED_COND_GAIN
+    # An infinite condition number is a constant or duplicated feature, not a scale problem.
+    ill = (math.isfinite(cond) and cond > UNSCALED_COND and cond_s > 0
+           and cond / cond_s > UNSCALED_COND_GAIN)
     return bool(
         stats.get("std_ratio", 0.0) > UNSCALED_STD_RATIO
         or stats.get("max_abs", 0.0) > UNSCALED_MAX_ABS
@@ -406,16 +481,25 @@ def rule_plateau(ctx: DiagnosisContext) -> list[Diagnosis]:
             "check that the optimizer holds the model's parameters, that they require grad "
             "(trainable=True) and that the learning rate is not 0",
         )]
-    if kind == "too_little_drop":
+    notes = "; ".join(ctx.evidence.notes) if ctx.evidence is not None else ""
+    typical = _typical_update(ctx.evidence)
+    healthy_updates = typical is not None and typical >= 1e-4
+    if kind == "too_little_drop" and not healthy_updates and not notes:
         return [Diagnosis(
             "lr_too_low", 0.55, ctx.verdict.reason,
             "raise the learning rate 10x, or train for more steps",
         )]
-    if kind == "stall":
+    if kind in ("stall", "too_little_drop", "above_ceiling"):
+        evidence = ctx.verdict.reason
+        if healthy_updates:
+            evidence += f"; the weights do move (update/weight ratio {_g(typical or 0.0)})"
+        if notes:
+            evidence += f"; {notes}"
         return [Diagnosis(
-            "plateau", 0.5, ctx.verdict.reason,
-            "check the learning rate (too low?), the loss/activation pairing (softmax fed to a "
-            "from_logits loss) and that gradients reach the weights; watch() the model for more",
+            "plateau", 0.5, evidence,
+            "check the loss/activation pairing (softmax or sigmoid fed to a from_logits loss "
+            "such as CrossEntropyLoss), the targets' alignment with the inputs and the learning "
+            "rate; watch() the model for more",
         )]
     return []
 
@@ -484,6 +568,10 @@ def context_for(
     judge_other: Callable[[str, list[float]], Verdict] | None = None,
 ) -> DiagnosisContext:
     """Build a context, judging the series other than ``judged`` with ``judge_other``."""
+    if evidence is not None and evidence.first_loss is None:
+        first = next(iter(series.get("train") or series.get(judged) or []), None)
+        if first is not None and math.isfinite(first):
+            evidence.first_loss = float(first)
     verdicts = {judged: verdict}
     if judge_other is not None:
         for name, values in series.items():

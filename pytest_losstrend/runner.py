@@ -96,10 +96,10 @@ def judge_item(
 
     if verdict.ok:
         return data, "pass", verdict.reason
-    message = (
-        stop.args[0] if stop is not None
-        else failure_message(verdict, losses, crit, seed=seed)
-    )
+    # Rebuilt rather than taken from the stop, so that every rule's diagnoses are in it.
+    message = failure_message(verdict, losses, crit, seed=seed)
+    if stop is not None:
+        message += f"\n  stopped:  at step {len(losses) - 1}, the remaining steps were skipped"
     if verdict.inconclusive and crit.inconclusive != "fail":
         return data, crit.inconclusive, verdict.reason
     return data, "fail", message

@@ -1,0 +1,261 @@
+"""Measure what ``losstrend.watch`` costs a torch loop, and how exact its sharpness is.
+
+Usage::
+
+    python benchmarks/bench_watch.py [--quick] [--json out.json] [--only overhead,sharpness]
+
+Two measurements, printed as markdown tables:
+
+1. ``overhead``: a tiny PyTorch loop (``nn.Linear(10, 1)``, batch 32, MSE, SGD, 2000 steps, one
+   thread) with a ``TorchWatcher`` on the model and optimizer (made before the loop, finished
+   after it, both timed) against the same loop unwatched. The two run in interleaved pairs
+   (AB, BA, AB, ...); the median and interquartile range of the per-pair wall-time ratios are
+   reported, with the extra microseconds per step. Target: median ratio <= 1.10.
+2. ``sharpness``: the top Hessian eigenvalue by power iteration on Hessian-vector products
+   (``pytest_losstrend.sharpness``, torch and TensorFlow/Keras) against
+   ``numpy.linalg.eigvalsh`` of the exact Hessian ``2 AᵀA / N`` of mean squared error of a
+   linear model, ``A`` the inputs with a ones column for the bias. Data: synthetic Gaussian
+   features with one of them x10, and scikit-learn's diabetes (scaled as shipped, and raw).
+   Target: relative error <= 1%.
+
+The machine this runs on is small and shared: every comparison interleaves its variants in one
+process, and ratios of wall-clock times within a pair are what is compared. ``--quick`` takes
+about 30 s, the full run about a minute. The exit status is 1 when a target was missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+STEPS = 2000
+BATCH = 32
+OVERHEAD_TARGET = 1.10
+SHARPNESS_TARGET = 0.01
+
+
+@dataclass
+class Table:
+    """A markdown table and the raw numbers behind it."""
+
+    title: str
+    header: list[str]
+    rows: list[list[str]] = field(default_factory=list)
+    ok: bool = True
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def markdown(self) -> str:
+        """The table as GitHub markdown, under its title."""
+        lines = [f"### {self.title}", "", "| " + " | ".join(self.header) + " |",
+                 "|" + "---|" * len(self.header)]
+        lines += ["| " + " | ".join(r) + " |" for r in self.rows]
+        return "\n".join(lines)
+
+
+def quartiles(values: Sequence[float]) -> tuple[float, float, float]:
+    """The first quartile, the median and the third quartile."""
+    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q2, q3
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, float]:
+    """Wall time and this thread's CPU time of one call, with the garbage collector off."""
+    gc.collect()
+    gc.disable()
+    try:
+        w0, c0 = time.perf_counter(), time.thread_time()
+        fn()
+        return time.perf_counter() - w0, time.thread_time() - c0
+    finally:
+        gc.enable()
+
+
+# -- 1. overhead --------------------------------------------------------------------------
+
+
+def bench_overhead(pairs: int) -> Table:
+    """A watched tiny torch loop against the same loop unwatched, in interleaved pairs."""
+    import torch
+    from torch import nn
+
+    from pytest_losstrend.backends.torch_watch import TorchWatcher
+
+    torch.set_num_threads(1)
+    gen = torch.Generator().manual_seed(0)
+    xs = torch.randn(STEPS, BATCH, 10, generator=gen)
+    ys = xs.sum(-1, keepdim=True) + 0.1 * torch.randn(STEPS, BATCH, 1, generator=gen)
+    loss_fn = nn.MSELoss()
+    watchers: list[TorchWatcher] = []
+
+    def run(watch: bool) -> tuple[float, float]:
+        torch.manual_seed(0)
+        model = nn.Linear(10, 1)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+
+        def loop() -> None:
+            w = TorchWatcher(model, opt) if watch else None
+            for i in range(STEPS):
+                opt.zero_grad()
+                loss = loss_fn(model(xs[i]), ys[i])
+                loss.backward()
+                opt.step()
+            if w is not None:
+                w.finish()
+                watchers.append(w)
+
+        return timed(loop)
+
+    for _ in range(2):  # warm-up: allocator, autograd, the optimizer's lazy imports
+        run(False)
+        run(True)
+    wall: list[float] = []
+    cpu: list[float] = []
+    bare: list[float] = []
+    extra_us: list[float] = []
+    for r in range(pairs):
+        if r % 2:
+            tw = run(True)
+            tb = run(False)
+        else:
+            tb = run(False)
+            tw = run(True)
+        wall.append(tw[0] / tb[0])
+        cpu.append(tw[1] / tb[1])
+        bare.append(tb[1])
+        extra_us.append((tw[1] - tb[1]) / STEPS * 1e6)
+    ev = watchers[-1].evidence
+    assert ev.optimizer_steps == STEPS and ev.zero_grad_calls == STEPS, ev
+    q1, med, q3 = quartiles(wall)
+    c1, cmed, c3 = quartiles(cpu)
+    ok = med <= OVERHEAD_TARGET
+    table = Table(
+        "watch() overhead on a tiny torch loop (watcher made and finished inside the timing)",
+        ["measurement", "result", "target", "ok"],
+        ok=ok,
+        data={"wall_ratios": wall, "cpu_ratios": cpu, "bare_cpu_s": bare,
+              "extra_cpu_us_per_step": extra_us},
+    )
+    table.rows = [
+        ["watched / unwatched, wall time (median of pairs)",
+         f"{med:.3f} (IQR {q1:.3f}..{q3:.3f}, {pairs} pairs)",
+         f"<= {OVERHEAD_TARGET:.2f}", "yes" if ok else "NO"],
+        ["watched / unwatched, CPU time (median of pairs)",
+         f"{cmed:.3f} (IQR {c1:.3f}..{c3:.3f})", "-", "-"],
+        ["extra CPU time per step (median)", f"{statistics.median(extra_us):.2f} us", "-", "-"],
+        ["unwatched step, CPU time (median)", f"{statistics.median(bare) / STEPS * 1e6:.1f} us",
+         "-", "-"],
+        ["samples taken (every step to 10, every 10th to 500, 20th to 1500, ...)",
+         f"{len(ev.steps)} of {STEPS} steps", "-", "-"],
+    ]
+    return table
+
+
+# -- 2. sharpness accuracy ----------------------------------------------------------------
+
+
+def datasets() -> list[tuple[str, Any, Any]]:
+    """(name, X, y) as float32 arrays: synthetic with one feature x10, diabetes twice."""
+    import numpy as np
+    from sklearn.datasets import load_diabetes
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((256, 8))
+    x[:, 3] *= 10
+    y = x @ rng.standard_normal(8) + 0.1 * rng.standard_normal(256)
+    out = [("synthetic 256x8, one feature x10", x, y)]
+    xd, yd = load_diabetes(return_X_y=True)
+    out.append(("diabetes 442x10 (as shipped)", xd, yd))
+    xr, yr = load_diabetes(return_X_y=True, scaled=False)
+    out.append(("diabetes 442x10 (raw, unscaled)", xr, yr))
+    return [(name, a.astype(np.float32), b.astype(np.float32)) for name, a, b in out]
+
+
+def exact_top(x: Any) -> tuple[float, float]:
+    """The top eigenvalue of ``2 AᵀA / N`` (``A`` = ``x`` and a ones column), and λ₂/λ₁."""
+    import numpy as np
+
+    a = np.c_[x.astype(np.float64), np.ones(len(x))]
+    ev = np.linalg.eigvalsh(2 * a.T @ a / len(a))
+    return float(ev[-1]), float(ev[-2] / ev[-1])
+
+
+def torch_top(x: Any, y: Any) -> tuple[float, float]:
+    """Power iteration through torch, and its wall time."""
+    import torch
+
+    from pytest_losstrend.sharpness import top_hessian_eigenvalue_torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(x.shape[1], 1)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)[:, None]
+    t0 = time.perf_counter()
+    value = top_hessian_eigenvalue_torch(model, torch.nn.functional.mse_loss, xt, yt)
+    return value, time.perf_counter() - t0
+
+
+def tf_top(x: Any, y: Any) -> tuple[float, float]:
+    """Power iteration through nested ``tf.GradientTape`` on a Keras model, and its time."""
+    import keras
+
+    from pytest_losstrend.sharpness import top_hessian_eigenvalue_tf
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((x.shape[1],)), keras.layers.Dense(1)])
+    t0 = time.perf_counter()
+    value = top_hessian_eigenvalue_tf(model, keras.losses.MeanSquaredError(), x, y[:, None])
+    return value, time.perf_counter() - t0
+
+
+def bench_sharpness() -> Table:
+    """Power iteration against eigvalsh on linear regression, torch and TF."""
+    table = Table(
+        "sharpness: power iteration vs eigvalsh (linear regression, H = 2AᵀA/N)",
+        ["data", "λ_max (eigvalsh)", "λ₂/λ₁", "framework", "power iteration", "rel. error",
+         "time"],
+    )
+    for name, x, y in datasets():
+        exact, gap = exact_top(x)
+        for fw, fn in (("torch", torch_top), ("tf/keras", tf_top)):
+            fn(x, y)  # warm-up: the first call pays for lazy imports and tracing
+            value, secs = fn(x, y)
+            err = abs(value - exact) / exact
+            table.ok &= err <= SHARPNESS_TARGET
+            table.data[f"{name} / {fw}"] = {"exact": exact, "power": value, "rel_err": err,
+                                            "seconds": secs}
+            table.rows.append([name, f"{exact:.6g}", f"{gap:.3g}", fw, f"{value:.6g}",
+                               f"{err:.1e}", f"{secs * 1e3:.0f} ms"])
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the measurements, print the tables; 1 when a target was missed."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer pairs (about 30 s)")
+    parser.add_argument("--json", help="also write the raw numbers to this file")
+    parser.add_argument("--only", default="overhead,sharpness",
+                        help="comma-separated: overhead, sharpness")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    only = set(args.only.split(","))
+    tables: list[Table] = []
+    if "overhead" in only:
+        tables.append(bench_overhead(15 if args.quick else 41))
+    if "sharpness" in only:
+        tables.append(bench_sharpness())
+    print("\n\n".join(t.markdown() for t in tables))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump({t.title: t.data for t in tables}, fh, indent=1)
+    return 0 if all(t.ok for t in tables) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,686 @@
+"""``losstrend.watch`` for torch: hooks that fill an :class:`~pytest_losstrend.evidence.Evidence`
+while a model trains, cheaply enough to leave on in a test (imported only by ``watch``).
+
+What it costs per optimizer step, on the steps it does not sample: one Python call before
+the step and one after (optimizer step hooks), plus a counter in each ``zero_grad``. Sampled
+steps (every one of the first :data:`DENSE_STEPS`, then every :data:`SAMPLE_EVERY`-th) copy
+the parameters before the step and take the norms of gradients, updates and parameters after
+it: through numpy views of the parameters' memory for float parameters on the CPU (a numpy
+call costs a fraction of a torch kernel launch, which dominates on the tiny models tests
+train), through three foreach kernels elsewhere, whose results stay on the device until
+:meth:`TorchWatcher.finish` (or every :data:`PENDING_MAX` samples), so watching a model on
+an accelerator never syncs per step. The other signals are gathered once: the first batch
+of inputs (a forward pre-hook that removes itself), the loss's argument shapes (a global
+forward pre-hook, removed after a few loss calls), and in :meth:`TorchWatcher.finish` one
+extra forward pass for dead units.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.modules.loss import _Loss
+from torch.utils.hooks import RemovableHandle
+
+from ..evidence import Evidence
+from ..sharpness import top_hessian_eigenvalue_torch
+from ..stats import FloatArray
+
+#: Every optimizer step up to this one is sampled...
+DENSE_STEPS = 10
+#: ...then every this-many-th...
+SAMPLE_EVERY = 10
+#: ...and the interval doubles after every this many of those: steps 10-500 every 10th,
+#: then every 20th to step 1500, every 40th to 3500... A loop of a few hundred steps is
+#: sampled every 10th step throughout; on a tiny model's long loop, where a step costs
+#: tens of microseconds, sampling every 10th step would cost more than the 10% budget.
+THIN_AFTER = 50
+#: Rows of the first input batch kept for input statistics and the dead-unit pass.
+INPUT_ROWS = 512
+#: Loss-module calls whose argument shapes are checked before the global hook is removed
+#: (a global module hook slows every module call, so it must not stay for the whole run).
+LOSS_CHECKS = 5
+#: Optimizer steps after which that hook is removed even if no loss module was called
+#: (a functional loss, ``F.mse_loss``, is never seen by a module hook).
+LOSS_CHECK_STEPS = 10
+#: Samples held by the sampler before they are moved into the evidence...
+PENDING_MAX = 256
+#: ...or once it holds this many numbers or 0-d tensors (three per parameter per sample).
+PENDING_TENSORS = 16384
+
+#: Activations whose units can die: the ReLU family and its smooth cousins, whose outputs for
+#: negative inputs are zero or close to it. A unit counts as dead when it is never positive.
+RELU_LIKE: tuple[type[nn.Module], ...] = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.CELU, nn.SELU, nn.GELU,
+    nn.SiLU, nn.Mish, nn.Hardswish, nn.Threshold,
+)
+
+#: Losses that compare prediction and target elementwise, so that differing shapes broadcast
+#: silently (MSE, L1 and Huber warn; nothing stops the run). Class-index losses, whose target
+#: has no class dimension by design, are left out.
+ELEMENTWISE_LOSSES: tuple[type[nn.Module], ...] = (
+    nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss, nn.BCELoss, nn.BCEWithLogitsLoss,
+    nn.SoftMarginLoss, nn.PoissonNLLLoss, nn.KLDivLoss,
+)
+
+#: ``Evidence.loss_name`` for the common torch losses (others: snake case of the class name).
+LOSS_NAMES = {
+    "MSELoss": "mse",
+    "L1Loss": "l1",
+    "CrossEntropyLoss": "cross_entropy",
+    "NLLLoss": "nll",
+    "BCELoss": "binary_cross_entropy",
+    "BCEWithLogitsLoss": "binary_cross_entropy_with_logits",
+    "HuberLoss": "huber",
+    "SmoothL1Loss": "smooth_l1",
+    "KLDivLoss": "kl_div",
+}
+
+
+def loss_name(loss_fn: Any) -> str | None:
+    """``"mse"``, ``"cross_entropy"``... for a torch loss module or function, else None."""
+    if loss_fn is None:
+        return None
+    if isinstance(loss_fn, nn.Module):
+        cls = type(loss_fn).__name__
+        if cls in LOSS_NAMES:
+            return LOSS_NAMES[cls]
+        return _snake(cls.removesuffix("Loss")) or None
+    name = getattr(loss_fn, "__name__", None)
+    if not isinstance(name, str) or name == "<lambda>":
+        return None
+    return name.removesuffix("_loss")
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
+
+
+def input_stats(x: torch.Tensor) -> dict[str, float]:
+    """Statistics of a batch of inputs, for the unscaled-features diagnosis.
+
+    For a 2-d float batch ``X`` (rows are samples, columns features):
+
+    - ``n_features``: the column count; ``n_constant``: columns with zero spread.
+    - ``std_min``, ``std_max``, ``std_ratio``: the smallest and largest per-feature standard
+      deviation (population, ``ddof=0``) over the non-constant columns, and their ratio.
+    - ``max_abs``: the largest ``|x|``.
+    - ``mean_abs_over_std``: the largest ``|mean| / std`` over the non-constant columns (an
+      offset the model must learn away, e.g. years around 2000).
+    - ``cond``: the condition number ``λ_max / λ_min`` of the raw, uncentred Gram matrix
+      ``XᵀX`` (every column, no bias column added), computed as the squared ratio of the
+      extreme singular values of ``X``: what gradient descent on a linear model of these
+      inputs faces. ``inf`` when ``XᵀX`` is singular (fewer rows than columns, a zero or a
+      duplicated column).
+    - ``cond_standardised``: the same for the non-constant columns after standardising each
+      (subtract the mean, divide by the std): what it would face after a ``StandardScaler``.
+
+    Any other float batch (images, sequences) gives ``max_abs``, ``mean`` and ``std`` over all
+    its elements; a non-float one (token ids) gives nothing.
+    """
+    if not x.is_floating_point() or x.numel() == 0:
+        return {}
+    # numpy rather than torch: a dozen tiny reductions cost a few microseconds each in
+    # numpy, several times that through torch's dispatcher.
+    a = x.detach().to(device="cpu", dtype=torch.float64).numpy()
+    max_abs = float(np.abs(a).max())
+    if a.ndim != 2:
+        return {"max_abs": max_abs, "mean": float(a.mean()), "std": float(a.std())}
+    if not math.isfinite(max_abs):
+        return {"n_features": float(a.shape[1]), "max_abs": max_abs}
+    std = a.std(0)
+    mean = a.mean(0)
+    keep = std > 0
+    out = {
+        "n_features": float(a.shape[1]),
+        "n_constant": float((~keep).sum()),
+        "max_abs": max_abs,
+        "cond": _gram_cond(a),
+    }
+    if keep.any():
+        s = std[keep]
+        out["std_min"] = float(s.min())
+        out["std_max"] = float(s.max())
+        out["std_ratio"] = out["std_max"] / out["std_min"]
+        out["mean_abs_over_std"] = float((np.abs(mean[keep]) / s).max())
+        out["cond_standardised"] = _gram_cond((a[:, keep] - mean[keep]) / s)
+    return out
+
+
+def _gram_cond(a: FloatArray) -> float:
+    """The condition number of ``aᵀa`` (``inf`` when singular)."""
+    if a.shape[0] < a.shape[1]:
+        return math.inf
+    s = np.linalg.svd(a, compute_uv=False)
+    lo, hi = float(s.min()), float(s.max())
+    # Below this relative size a singular value is rounding noise: XᵀX is singular.
+    if hi == 0.0 or lo <= hi * 1e-12:
+        return math.inf
+    return (hi / lo) ** 2
+
+
+# torch.broadcast_shapes is untyped: called through Any for mypy --strict.
+_broadcast_shapes: Any = torch.broadcast_shapes
+
+
+def _update_ratio(delta: float, weight: float) -> float:
+    """|Δw| / |w| after the step. A parameter initialised at zero gets 1 at its first step
+    (it was rewritten from scratch); one that stays at zero gets 0."""
+    if weight > 0:
+        return delta / weight
+    return 0.0 if delta == 0 else math.inf
+
+
+def _first_tensor(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor | None:
+    for v in (*args, *kwargs.values()):
+        if isinstance(v, torch.Tensor):
+            return v
+    return None
+
+
+def _truncate(v: Any, rows: int, n: int) -> Any:
+    """A detached copy of the first ``n`` rows of ``v`` if it is a batch of ``rows`` rows."""
+    if isinstance(v, torch.Tensor) and v.ndim > 0 and v.shape[0] == rows:
+        return v.detach()[:n].clone()
+    return v
+
+
+class _Sampler:
+    """Norms of the gradients, the updates and the parameters at the sampled steps: three
+    numbers per parameter per sample, ``n`` gradient norms, then ``n`` update norms, then
+    ``n`` parameter norms (after the step)."""
+
+    def __init__(self, params: list[nn.Parameter]) -> None:
+        self.params = params
+        #: How many numbers (or 0-d tensors) are held, for the flush threshold.
+        self.size = 0
+
+    def before(self) -> None:
+        """Just before a sampled step: remember the parameters."""
+        raise NotImplementedError
+
+    def after(self) -> None:
+        """Just after it: take the norms."""
+        raise NotImplementedError
+
+    def missed(self) -> None:
+        """The sampled step never completed (it raised): a row of NaN."""
+        raise NotImplementedError
+
+    def drain(self) -> list[float]:
+        """Every number taken since the last drain, as floats."""
+        raise NotImplementedError
+
+
+class _NumpySampler(_Sampler):
+    """For float32/float64 parameters on the CPU: numpy views of the parameters' storage.
+
+    On a tiny model the fixed cost of a torch kernel launch (a few microseconds, several
+    times that in a training loop's cold cache) dominates; a numpy call on a view of the
+    same memory costs a fraction of it, and the norms are floats at once.
+    """
+
+    def __init__(self, params: list[nn.Parameter]) -> None:
+        super().__init__(params)
+        self.values: list[float] = []
+        self._bind()
+
+    def _bind(self) -> None:
+        # A parameter whose storage was replaced (p.data = ...) gets new views.
+        self.ptrs = [p.data_ptr() for p in self.params]
+        self.views = [p.detach().numpy() for p in self.params]
+        self.saved = [v.copy() for v in self.views]
+
+    def before(self) -> None:
+        if [p.data_ptr() for p in self.params] != self.ptrs:
+            self._bind()
+        for saved, view in zip(self.saved, self.views, strict=True):
+            np.copyto(saved, view)
+
+    def after(self) -> None:
+        out = self.values
+        sqrt, vdot = math.sqrt, np.vdot  # vdot flattens: no reshape of the gradients
+        for p in self.params:
+            g = p.grad
+            if g is None:
+                out.append(0.0)
+            else:
+                a = (g.detach() if g.requires_grad else g).numpy()
+                out.append(sqrt(vdot(a, a)))
+        for saved, view in zip(self.saved, self.views, strict=True):
+            np.subtract(saved, view, out=saved)  # now -Δw
+            out.append(sqrt(vdot(saved, saved)))
+        out.extend(sqrt(vdot(view, view)) for view in self.views)
+        self.size += 3 * len(self.params)
+
+    def missed(self) -> None:
+        self.values.extend([math.nan] * (3 * len(self.params)))
+        self.size += 3 * len(self.params)
+
+    def drain(self) -> list[float]:
+        values, self.values = self.values, []
+        self.size = 0
+        return values
+
+
+class _TorchSampler(_Sampler):
+    """For any parameters (accelerators, half precision): three kernels per sampled step, a
+    copy of the parameters before it, and after it a subtraction and one ``_foreach_norm``
+    over gradients, updates and parameters together. The norms stay 0-d tensors until
+    :meth:`drain`, so an accelerator is never synchronised per step."""
+
+    def __init__(self, params: list[nn.Parameter]) -> None:
+        super().__init__(params)
+        # Detached views share the parameters' storage and follow in-place updates.
+        self.data = [p.detach() for p in params]
+        # The norm of a missing gradient, in the parameter's dtype so that the norms stack.
+        self.zeros = [torch.zeros((), dtype=p.dtype, device=p.device) for p in params]
+        self.uniform = len({(p.device, p.dtype) for p in params}) <= 1
+        self.saved: list[torch.Tensor] | None = None
+        self.norms: list[torch.Tensor] = []
+
+    def before(self) -> None:
+        # No torch.no_grad() (it costs as much as a kernel): nothing here requires grad.
+        if self.saved is None:
+            self.saved = [d.clone() for d in self.data]
+        else:
+            torch._foreach_copy_(self.saved, self.data)
+
+    def after(self) -> None:
+        saved = self.saved
+        assert saved is not None
+        grads = [g if (g := p.grad) is not None else z
+                 for p, z in zip(self.params, self.zeros, strict=True)]
+        torch._foreach_sub_(saved, self.data)  # now -Δw
+        self.norms.extend(torch._foreach_norm(grads + saved + self.data))
+        self.size += 3 * len(self.params)
+
+    def missed(self) -> None:
+        self.norms.extend(torch.full((), math.nan, dtype=z.dtype, device=z.device)
+                          for z in self.zeros * 3)
+        self.size += 3 * len(self.params)
+
+    def drain(self) -> list[float]:
+        norms, self.norms = self.norms, []
+        self.size = 0
+        if not norms:
+            return []
+        if self.uniform and norms[0].device.type != "cpu":
+            # One stack and one copy to the host instead of a sync per value.
+            return [float(v) for v in torch.stack(norms).tolist()]
+        return [float(t.item()) for t in norms]
+
+
+def _numpy_ready(params: list[nn.Parameter]) -> bool:
+    return all(p.device.type == "cpu" and p.dtype in (torch.float32, torch.float64)
+               and p.is_contiguous() and not p.is_sparse for p in params)
+
+
+class TorchWatcher:
+    """Watches a torch model (and its optimizer) train, filling :attr:`evidence`.
+
+    Hooks go in when it is made and come out in :meth:`finish`. Without an optimizer, it adopts
+    the first optimizer that steps any of the model's parameters (a global step hook that
+    stays until then).
+
+    Args:
+        model: the ``nn.Module`` being trained.
+        optimizer: its optimizer; gives the learning rate, momentum, the step count and which
+            parameters are optimised.
+        loss_fn: ``loss_fn(prediction, target)``; with ``batch``, lets :meth:`sharpness`
+            measure the top Hessian eigenvalue.
+        batch: a fixed ``(x, y)`` to measure the sharpness on.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer | None = None,
+        *,
+        loss_fn: Callable[[Any, Any], Any] | None = None,
+        batch: tuple[Any, Any] | None = None,
+    ) -> None:
+        self.model = model
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.loss_fn = loss_fn
+        self.batch = batch
+        self.evidence = Evidence(framework="torch", zero_grad_calls=0,
+                                 loss_name=loss_name(loss_fn))
+        self._finished = False
+        self._handles: list[RemovableHandle] = []
+        # (object, had an instance attribute "zero_grad", that attribute, our wrapper)
+        self._wrapped: list[tuple[Any, bool, Any, Any]] = []
+
+        named = [(n, p) for n, p in model.named_parameters()
+                 if not isinstance(p, nn.parameter.UninitializedParameter)]
+        self._names = [n for n, p in named if p.requires_grad]
+        self._params = [p for _, p in named if p.requires_grad]
+        # One copy of the model, to tell at the end which parameters never moved.
+        self._initial = [p.detach().clone() for p in self._params]
+        self._sampler: _Sampler = (_NumpySampler(self._params) if _numpy_ready(self._params)
+                                   else _TorchSampler(self._params))
+        self._update_frozen()
+
+        self._step = 0
+        self._next_sample = 0
+        self._sparse = 0  # samples taken after the dense ones
+        self._sampling = False
+        # (step, lr) of each sample whose norms the sampler holds.
+        self._meta: list[tuple[int, float]] = []
+        # Per parameter: was its gradient nonzero at any sample?
+        self._grad_seen = [False] * len(self._params)
+        self._loss_calls = 0
+        self._loss_seen: set[str] = set()
+        self._loss_handle: RemovableHandle | None = None
+        self._adopt_handle: RemovableHandle | None = None
+        self._foreign: set[int] = set()
+        self._captured: tuple[tuple[Any, ...], dict[str, Any]] | None = None
+        self._input_handles: list[RemovableHandle] = []
+
+        self._wrap_zero_grad(model)
+        if optimizer is not None:
+            self._attach(optimizer)
+        elif self._params:
+            self._adopt_handle = torch.optim.optimizer.register_optimizer_step_pre_hook(
+                self._adopt)
+        self._input_handles = [
+            model.register_forward_pre_hook(self._capture_input, with_kwargs=True),
+            model.register_forward_hook(self._capture_output),
+        ]
+        self._loss_handle = nn.modules.module.register_module_forward_pre_hook(self._loss_hook)
+
+    # -- optimizer ----------------------------------------------------------------------------
+
+    def _attach(self, opt: torch.optim.Optimizer) -> None:
+        self.optimizer = opt
+        ev = self.evidence
+        ev.optimizer = type(opt).__name__
+        group = opt.param_groups[0] if opt.param_groups else {}
+        if "betas" in group:
+            ev.momentum = float(group["betas"][0])
+        elif "momentum" in group:
+            ev.momentum = float(group["momentum"])
+        self._update_not_in_optimizer()
+        self._handles.append(opt.register_step_pre_hook(self._pre_step))
+        self._handles.append(opt.register_step_post_hook(self._post_step))
+        self._wrap_zero_grad(opt)
+
+    def _adopt(self, opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        # The global hook runs for every optimizer: adopt the first that holds our parameters.
+        # It is removed by our own pre-step hook: removing it here would mutate the dict torch
+        # is iterating over.
+        if self.optimizer is not None or id(opt) in self._foreign:
+            return
+        ours = {id(p) for p in self._params}
+        if any(id(p) in ours for g in opt.param_groups for p in g["params"]):
+            self._attach(opt)
+        else:
+            self._foreign.add(id(opt))
+
+    def _update_not_in_optimizer(self) -> None:
+        if self.optimizer is None:
+            return
+        held = {id(p) for g in self.optimizer.param_groups for p in g["params"]}
+        self.evidence.not_in_optimizer = [
+            n for n, p in zip(self._names, self._params, strict=True) if id(p) not in held
+        ]
+
+    def _update_frozen(self) -> None:
+        self.evidence.frozen = [n for n, p in self.model.named_parameters()
+                                if not p.requires_grad]
+
+    def _pre_step(self, opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        i = self._step
+        self._step = i + 1
+        self.evidence.optimizer_steps = i + 1
+        if i == self._next_sample:
+            self._next_sample = i + self._interval(i)
+            if self._adopt_handle is not None:
+                # Adopted this step: torch has finished iterating over the global hooks.
+                self._adopt_handle.remove()
+                self._adopt_handle = None
+            if i >= LOSS_CHECK_STEPS and self._loss_handle is not None:
+                self._loss_handle.remove()
+                self._loss_handle = None
+            self._sample_before(opt, i)
+
+    def _interval(self, step: int) -> int:
+        """Steps from this sample to the next: 1 up to :data:`DENSE_STEPS`, then
+        :data:`SAMPLE_EVERY`, doubled after every :data:`THIN_AFTER` samples."""
+        if step < DENSE_STEPS:
+            return 1
+        self._sparse += 1
+        return int(SAMPLE_EVERY << (self._sparse // THIN_AFTER))
+
+    def _sample_before(self, opt: torch.optim.Optimizer, step: int) -> None:
+        if not self._params:
+            return
+        if self._sampling:  # the last sampled step raised before its post hook
+            self._sampler.missed()
+        self._sampler.before()
+        self._meta.append((step, float(opt.param_groups[0]["lr"])))
+        self._sampling = True
+
+    def _post_step(self, opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if not self._sampling:
+            return
+        self._sampling = False
+        self._sampler.after()
+        if len(self._meta) >= PENDING_MAX or self._sampler.size >= PENDING_TENSORS:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Move the sampled norms into the evidence as grad norms and update ratios."""
+        if self._sampling:
+            self._sampler.missed()
+            self._sampling = False
+        meta, self._meta = self._meta, []
+        values = self._sampler.drain()
+        if not meta:
+            return
+        n = len(self._params)
+        # values holds, per sample, n gradient norms, n update norms and n parameter norms:
+        # strided slices pick one quantity of one parameter over all samples.
+        ev = self.evidence
+        width = 3 * n
+        ev.steps.extend(step for step, _ in meta)
+        ev.lr.extend(lr for _, lr in meta)
+        ev.grad_norm.extend(math.hypot(*values[k:k + n]) for k in range(0, len(values), width))
+        for j, name in enumerate(self._names):
+            # A NaN gradient is truthy: a gradient (and another diagnosis), not a zero one.
+            if not self._grad_seen[j] and any(values[j::width]):
+                self._grad_seen[j] = True
+            ev.update_ratio.setdefault(name, []).extend(
+                map(_update_ratio, values[n + j::width], values[2 * n + j::width]))
+
+    # -- zero_grad ------------------------------------------------------------------------
+
+    def _wrap_zero_grad(self, obj: Any) -> None:
+        had = "zero_grad" in vars(obj)
+        previous = vars(obj).get("zero_grad")
+        inner = obj.zero_grad
+        ev = self.evidence
+
+        def zero_grad(*args: Any, **kwargs: Any) -> Any:
+            if ev.zero_grad_calls is not None:
+                ev.zero_grad_calls += 1
+            return inner(*args, **kwargs)
+
+        # An instance attribute shadows the method; nn.Module.__setattr__ stores a plain
+        # function in the instance dict like object does.
+        object.__setattr__(obj, "zero_grad", zero_grad)
+        self._wrapped.append((obj, had, previous, zero_grad))
+
+    def _unwrap_zero_grad(self) -> None:
+        for obj, had, previous, wrapper in reversed(self._wrapped):
+            if vars(obj).get("zero_grad") is not wrapper:
+                # Someone wrapped it after us; theirs stays (ours keeps counting, harmlessly).
+                continue
+            if had:
+                object.__setattr__(obj, "zero_grad", previous)
+            else:
+                object.__delattr__(obj, "zero_grad")
+        self._wrapped = []
+
+    # -- forward: inputs, outputs, loss shapes ----------------------------------------------
+
+    def _capture_input(self, module: nn.Module, args: tuple[Any, ...],
+                       kwargs: dict[str, Any]) -> None:
+        if self._captured is not None:
+            return
+        first = _first_tensor(args, kwargs)
+        if first is None or first.ndim == 0:
+            return
+        rows = first.shape[0]
+        self._captured = (
+            tuple(_truncate(a, rows, INPUT_ROWS) for a in args),
+            {k: _truncate(v, rows, INPUT_ROWS) for k, v in kwargs.items()},
+        )
+
+    def _capture_output(self, module: nn.Module, args: Any, output: Any) -> None:
+        out = output
+        if isinstance(out, (tuple, list)) and out:
+            out = out[0]
+        if isinstance(out, torch.Tensor) and self.evidence.output_features is None:
+            self.evidence.output_features = int(out.shape[-1]) if out.ndim >= 2 else 1
+        # One forward pass is all these two hooks need; keeping them would keep every later
+        # call of the model on nn.Module's slow (hooked) path.
+        for h in self._input_handles:
+            h.remove()
+        self._input_handles = []
+
+    def _loss_hook(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        if not isinstance(module, _Loss):
+            return
+        ev = self.evidence
+        if ev.loss_name is None:
+            ev.loss_name = loss_name(module)
+        self._loss_calls += 1
+        if len(args) >= 2 and isinstance(args[0], torch.Tensor) and isinstance(
+                args[1], torch.Tensor):
+            self._check_loss_args(module, args[0], args[1])
+        if self._loss_calls >= LOSS_CHECKS and self._loss_handle is not None:
+            # Safe inside the hook: torch iterates over a copy of the global hooks.
+            self._loss_handle.remove()
+            self._loss_handle = None
+
+    def _check_loss_args(self, module: nn.Module, pred: torch.Tensor,
+                         target: torch.Tensor) -> None:
+        ev = self.evidence
+        name = type(module).__name__
+        if isinstance(module, (nn.CrossEntropyLoss, nn.NLLLoss)) and pred.ndim >= 2:
+            # The class dimension of the prediction is the model's real output width.
+            ev.output_features = int(pred.shape[1])
+        if isinstance(module, ELEMENTWISE_LOSSES) and pred.shape != target.shape:
+            try:
+                wide = _broadcast_shapes(pred.shape, target.shape)
+            except RuntimeError:
+                return  # torch raises on it itself
+            if wide.numel() > max(pred.numel(), target.numel()):
+                msg = (f"{name}: prediction of shape {tuple(pred.shape)} and target of shape "
+                       f"{tuple(target.shape)} broadcast to {tuple(wide)}")
+                if msg not in self._loss_seen:
+                    self._loss_seen.add(msg)
+                    ev.shape_mismatches.append(msg)
+        if isinstance(module, nn.CrossEntropyLoss) and pred.ndim == 2 and pred.is_floating_point():
+            p = pred.detach()
+            if bool((p >= 0).all()) and bool((p <= 1).all()) and bool(
+                    torch.allclose(p.sum(1), torch.ones_like(p[:, 0]), atol=1e-3)):
+                msg = (f"{name} got probabilities (rows in [0, 1] summing to 1), but it "
+                       "expects logits: drop the softmax before it")
+                if msg not in self._loss_seen:
+                    self._loss_seen.add(msg)
+                    ev.notes.append(msg)
+
+    # -- the end --------------------------------------------------------------------------
+
+    def finish(self) -> None:
+        """Remove every hook and wrapper and complete the evidence (idempotent): which
+        parameters never changed or never had a gradient, the input statistics, dead units."""
+        if self._finished:
+            return
+        self._finished = True
+        for h in (*self._handles, *self._input_handles, self._loss_handle, self._adopt_handle):
+            if h is not None:
+                h.remove()
+        self._handles, self._input_handles = [], []
+        self._loss_handle = self._adopt_handle = None
+        self._unwrap_zero_grad()
+        self._flush()
+        ev = self.evidence
+        self._update_frozen()
+        self._update_not_in_optimizer()
+        with torch.no_grad():
+            ev.unchanged = [
+                n for n, p, p0 in zip(self._names, self._params, self._initial, strict=True)
+                if p.requires_grad and torch.equal(p.detach(), p0)
+            ]
+        self._initial = []
+        if ev.steps:
+            ev.zero_grad_params = [n for n, seen in zip(self._names, self._grad_seen,
+                                                        strict=True) if not seen]
+        if self._captured is not None:
+            first = _first_tensor(*self._captured)
+            if first is not None:
+                ev.input_stats = input_stats(first)
+            try:
+                ev.dead_fraction = self._dead_fraction(*self._captured)
+            except Exception as exc:  # the user's model: never let the watcher fail a test
+                ev.notes.append(f"dead-unit pass failed: {type(exc).__name__}: {exc}")
+
+    def _dead_fraction(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, float]:
+        """Per ReLU-like module, the fraction of its units (each output element of a row)
+        that is never positive over the captured batch, run once in eval mode."""
+        out: dict[str, float] = {}
+        handles: list[RemovableHandle] = []
+
+        def hook_for(name: str) -> Callable[[nn.Module, Any, Any], None]:
+            def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+                if not isinstance(output, torch.Tensor) or output.ndim < 1:
+                    return
+                flat = output.detach().reshape(output.shape[0], -1)
+                if flat.shape[1] == 0 or flat.shape[0] == 0:
+                    return
+                alive = (flat > 0).any(0)
+                key, k = name, 2
+                while key in out:  # a module applied more than once per forward
+                    key, k = f"{name}[{k}]", k + 1
+                out[key] = 1.0 - float(alive.float().mean())
+
+            return hook
+
+        for name, m in self.model.named_modules():
+            if isinstance(m, RELU_LIKE):
+                handles.append(m.register_forward_hook(hook_for(name)))
+        if not handles:
+            return out
+        modes = [(m, m.training) for m in self.model.modules()]
+        try:
+            self.model.eval()
+            with torch.no_grad():
+                self.model(*args, **kwargs)
+        finally:
+            for m, training in modes:
+                m.training = training
+            for h in handles:
+                h.remove()
+        return out
+
+    def sharpness(self) -> float | None:
+        """The top Hessian eigenvalue of ``loss_fn(model(x), y)`` on the fixed ``batch``, or
+        None without both. Also records the learning rate it is compared with in
+        ``evidence.sharpness_lr``."""
+        if self.loss_fn is None or self.batch is None or not self._params:
+            return None
+        x, y = self.batch
+        if self.optimizer is not None and self.optimizer.param_groups:
+            self.evidence.sharpness_lr = float(self.optimizer.param_groups[0]["lr"])
+        value = top_hessian_eigenvalue_torch(self.model, self.loss_fn, x, y)
+        self.evidence.sharpness = value
+        return value
