@@ -95,8 +95,10 @@ def failure_message(
     figures = []
     if "start" in st:
         figures.append(f"start {_g(st['start'])} -> end {_g(st['end'])}")
-    if "drop" in st:
-        figures.append(f"drop {100 * st['drop']:.3g}%")
+    drop = st.get("drop")
+    if isinstance(drop, float):
+        # A loss that grew many-fold reads better as a factor than as a -1e9% drop.
+        figures.append(f"drop {100 * drop:.3g}%" if drop > -1.0 else f"rise x{1.0 - drop:.3g}")
     if "tau" in st:
         figures.append(f"Mann-Kendall tau {st['tau']:+.2f}, p {st['p_value']:.2g}")
     if "noise" in st:
