@@ -24,10 +24,12 @@ class Evidence:
         steps: optimizer step index of each sample.
         lr: learning rate of the first parameter group at each sample.
         grad_norm: global gradient norm (all parameters) at each sample, before the step.
-        update_ratio: per layer (parameter name), ``|Δw| / |w|`` of the step at each sample.
-        zero_grad_calls: how often gradients were cleared (torch: ``optimizer.zero_grad`` or
-            ``model.zero_grad``); ``None`` where the framework clears them itself (Keras).
-        optimizer_steps: how many optimizer steps ran.
+        update_ratio: per layer (parameter name), ``|Δw| / max(|w_before|, |w_after|)`` of the
+            step at each sample (of the epoch, in Keras), so a zero-initialised bias reads 1.
+        zero_grad_calls: how often gradients were cleared (torch: ``optimizer.zero_grad``,
+            ``model.zero_grad``, or by hand, ``p.grad = None``, seen on the first steps);
+            ``None`` where the framework clears them itself (Keras).
+        optimizer_steps: how many optimizer steps were attempted (one that raised included).
         not_in_optimizer: trainable parameters that no optimizer parameter group holds.
         frozen: parameters that cannot learn (``requires_grad=False``, ``trainable=False``).
         unchanged: trainable parameters whose values never changed over the run.

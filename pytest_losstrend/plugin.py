@@ -299,6 +299,9 @@ def losstrend(request: pytest.FixtureRequest) -> Generator[LossTrend, None, None
     )
     node.stash[_LT_KEY] = lt
     yield lt
+    # A watched model's hooks (some process-wide) must not outlive the test, whatever its
+    # outcome; finishing twice is harmless.
+    lt.finish_watching()
 
 
 @pytest.hookimpl(wrapper=True)

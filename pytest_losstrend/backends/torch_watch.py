@@ -1,18 +1,21 @@
 """``losstrend.watch`` for torch: hooks that fill an :class:`~pytest_losstrend.evidence.Evidence`
 while a model trains, cheaply enough to leave on in a test (imported only by ``watch``).
 
-What it costs per optimizer step, on the steps it does not sample: one Python call before
-the step and one after (optimizer step hooks), plus a counter in each ``zero_grad``. Sampled
-steps (every one of the first :data:`DENSE_STEPS`, then every :data:`SAMPLE_EVERY`-th) copy
-the parameters before the step and take the norms of gradients, updates and parameters after
-it: through numpy views of the parameters' memory for float parameters on the CPU (a numpy
-call costs a fraction of a torch kernel launch, which dominates on the tiny models tests
-train), through three foreach kernels elsewhere, whose results stay on the device until
-:meth:`TorchWatcher.finish` (or every :data:`PENDING_MAX` samples), so watching a model on
-an accelerator never syncs per step. The other signals are gathered once: the first batch
-of inputs (a forward pre-hook that removes itself), the loss's argument shapes (a global
-forward pre-hook, removed after a few loss calls), and in :meth:`TorchWatcher.finish` one
-extra forward pass for dead units.
+What it costs per optimizer step, on the steps it does not sample: one Python call (an
+optimizer pre-step hook) and a counter in each ``zero_grad``. Sampled steps (every one of the
+first :data:`DENSE_STEPS`, then every :data:`SAMPLE_EVERY`-th, thinning out on long loops, see
+:data:`THIN_AFTER`) take the norms of the gradients and parameters and copy the parameters
+before the step; the same hook at the next step (or :meth:`TorchWatcher.finish`) takes the
+norm of the update, so no post-step hook runs on every step. For float parameters on the CPU
+this goes through numpy views of the parameters' memory (a numpy call costs a fraction of a
+torch kernel launch, which dominates on the tiny models tests train); elsewhere through four
+foreach kernels whose results stay on the device until :meth:`TorchWatcher.finish` (or every
+:data:`PENDING_MAX` samples), so watching a model on an accelerator never syncs per step.
+
+The other signals are gathered once: the first batch of inputs and the output width (forward
+hooks that remove themselves after the first call), the loss's argument shapes (a global
+forward pre-hook, removed after a few loss calls), and in :meth:`TorchWatcher.finish` the
+input statistics and one extra forward pass, in eval mode, for dead units.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.modules.loss import _Loss
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 from torch.utils.hooks import RemovableHandle
 
 from ..evidence import Evidence
@@ -36,11 +40,13 @@ from ..stats import FloatArray
 DENSE_STEPS = 10
 #: ...then every this-many-th...
 SAMPLE_EVERY = 10
-#: ...and the interval doubles after every this many of those: steps 10-500 every 10th,
-#: then every 20th to step 1500, every 40th to 3500... A loop of a few hundred steps is
-#: sampled every 10th step throughout; on a tiny model's long loop, where a step costs
-#: tens of microseconds, sampling every 10th step would cost more than the 10% budget.
-THIN_AFTER = 50
+#: ...and the interval doubles after every this many of those: steps 10-250 every 10th,
+#: then every 20th to step 750, every 40th to 1750, every 80th to 3750... A loop of a couple
+#: of hundred steps is sampled every 10th step throughout. On a tiny model, where a step
+#: costs tens of microseconds, each sample costs about as much as a step (the sample's own
+#: work, and the next few steps running slower on the caches it evicted), so sampling every
+#: 10th step of a long loop would cost about 10%.
+THIN_AFTER = 25
 #: Rows of the first input batch kept for input statistics and the dead-unit pass.
 INPUT_ROWS = 512
 #: Loss-module calls whose argument shapes are checked before the global hook is removed
@@ -51,7 +57,7 @@ LOSS_CHECKS = 5
 LOSS_CHECK_STEPS = 10
 #: Samples held by the sampler before they are moved into the evidence...
 PENDING_MAX = 256
-#: ...or once it holds this many numbers or 0-d tensors (three per parameter per sample).
+#: ...or once it holds this many numbers or 0-d tensors (four per parameter per sample).
 PENDING_TENSORS = 16384
 
 #: Activations whose units can die: the ReLU family and its smooth cousins, whose outputs for
@@ -80,6 +86,17 @@ LOSS_NAMES = {
     "HuberLoss": "huber",
     "SmoothL1Loss": "smooth_l1",
     "KLDivLoss": "kl_div",
+}
+
+
+#: ``Evidence.loss_from_logits`` for the losses whose input is known: logits, or
+#: probabilities (log-probabilities for NLL).
+LOSS_FROM_LOGITS = {
+    "cross_entropy": True,
+    "binary_cross_entropy_with_logits": True,
+    "multi_label_soft_margin": True,
+    "binary_cross_entropy": False,
+    "nll": False,
 }
 
 
@@ -165,16 +182,23 @@ def _gram_cond(a: FloatArray) -> float:
     return (hi / lo) ** 2
 
 
+#: Attribute marking, on a gradient tensor, that a watcher saw it at the last dense step.
+_GRAD_TAG = "_losstrend_watcher"
+
 # torch.broadcast_shapes is untyped: called through Any for mypy --strict.
 _broadcast_shapes: Any = torch.broadcast_shapes
 
 
-def _update_ratio(delta: float, weight: float) -> float:
-    """|Δw| / |w| after the step. A parameter initialised at zero gets 1 at its first step
-    (it was rewritten from scratch); one that stays at zero gets 0."""
+def _update_ratio(delta: float, before: float, after: float) -> float:
+    """``|Δw| / |w|``, ``|w|`` the larger of the norms before and after the step: a parameter
+    initialised at zero gets 1 at its first step (it was rewritten from scratch), not
+    infinity; one that stays at zero gets 0. NaN stays NaN."""
+    weight = math.nan if math.isnan(before) or math.isnan(after) else max(before, after)
     if weight > 0:
         return delta / weight
-    return 0.0 if delta == 0 else math.inf
+    if weight == 0:
+        return 0.0 if delta == 0 else math.inf
+    return math.nan
 
 
 def _first_tensor(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor | None:
@@ -192,9 +216,9 @@ def _truncate(v: Any, rows: int, n: int) -> Any:
 
 
 class _Sampler:
-    """Norms of the gradients, the updates and the parameters at the sampled steps: three
-    numbers per parameter per sample, ``n`` gradient norms, then ``n`` update norms, then
-    ``n`` parameter norms (after the step)."""
+    """Norms of the gradients, the parameters and the updates at the sampled steps: four
+    numbers per parameter per sample, in blocks of ``n``: gradient norms and parameter norms
+    before the step, update norms and parameter norms after it."""
 
     def __init__(self, params: list[nn.Parameter]) -> None:
         self.params = params
@@ -202,15 +226,12 @@ class _Sampler:
         self.size = 0
 
     def before(self) -> None:
-        """Just before a sampled step: remember the parameters."""
+        """Before a sampled step: the gradients' and parameters' norms, and a copy of the
+        parameters."""
         raise NotImplementedError
 
     def after(self) -> None:
-        """Just after it: take the norms."""
-        raise NotImplementedError
-
-    def missed(self) -> None:
-        """The sampled step never completed (it raised): a row of NaN."""
+        """After it (at the next step's pre-hook, or at the end): the update's norms."""
         raise NotImplementedError
 
     def drain(self) -> list[float]:
@@ -229,6 +250,7 @@ class _NumpySampler(_Sampler):
     def __init__(self, params: list[nn.Parameter]) -> None:
         super().__init__(params)
         self.values: list[float] = []
+        self.updates: list[float] = []
         self._bind()
 
     def _bind(self) -> None:
@@ -240,12 +262,8 @@ class _NumpySampler(_Sampler):
     def before(self) -> None:
         if [p.data_ptr() for p in self.params] != self.ptrs:
             self._bind()
-        for saved, view in zip(self.saved, self.views, strict=True):
-            np.copyto(saved, view)
-
-    def after(self) -> None:
         out = self.values
-        sqrt, vdot = math.sqrt, np.vdot  # vdot flattens: no reshape of the gradients
+        sqrt, vdot = math.sqrt, np.vdot  # vdot flattens: no reshapes
         for p in self.params:
             g = p.grad
             if g is None:
@@ -254,14 +272,17 @@ class _NumpySampler(_Sampler):
                 a = (g.detach() if g.requires_grad else g).numpy()
                 out.append(sqrt(vdot(a, a)))
         for saved, view in zip(self.saved, self.views, strict=True):
+            np.copyto(saved, view)
+            out.append(sqrt(vdot(view, view)))
+
+    def after(self) -> None:
+        sqrt, vdot = math.sqrt, np.vdot
+        out = self.values
+        for saved, view in zip(self.saved, self.views, strict=True):
             np.subtract(saved, view, out=saved)  # now -Δw
             out.append(sqrt(vdot(saved, saved)))
         out.extend(sqrt(vdot(view, view)) for view in self.views)
-        self.size += 3 * len(self.params)
-
-    def missed(self) -> None:
-        self.values.extend([math.nan] * (3 * len(self.params)))
-        self.size += 3 * len(self.params)
+        self.size += 4 * len(self.params)
 
     def drain(self) -> list[float]:
         values, self.values = self.values, []
@@ -270,10 +291,10 @@ class _NumpySampler(_Sampler):
 
 
 class _TorchSampler(_Sampler):
-    """For any parameters (accelerators, half precision): three kernels per sampled step, a
-    copy of the parameters before it, and after it a subtraction and one ``_foreach_norm``
-    over gradients, updates and parameters together. The norms stay 0-d tensors until
-    :meth:`drain`, so an accelerator is never synchronised per step."""
+    """For any parameters (accelerators, half precision): four foreach kernels per sample,
+    two before the step (the norms, a copy) and two after it (a subtraction, the norms).
+    The norms stay 0-d tensors until :meth:`drain`, so an accelerator is never synchronised
+    per step."""
 
     def __init__(self, params: list[nn.Parameter]) -> None:
         super().__init__(params)
@@ -287,6 +308,9 @@ class _TorchSampler(_Sampler):
 
     def before(self) -> None:
         # No torch.no_grad() (it costs as much as a kernel): nothing here requires grad.
+        grads = [g if (g := p.grad) is not None else z
+                 for p, z in zip(self.params, self.zeros, strict=True)]
+        self.norms.extend(torch._foreach_norm(grads + self.data))
         if self.saved is None:
             self.saved = [d.clone() for d in self.data]
         else:
@@ -295,16 +319,9 @@ class _TorchSampler(_Sampler):
     def after(self) -> None:
         saved = self.saved
         assert saved is not None
-        grads = [g if (g := p.grad) is not None else z
-                 for p, z in zip(self.params, self.zeros, strict=True)]
         torch._foreach_sub_(saved, self.data)  # now -Δw
-        self.norms.extend(torch._foreach_norm(grads + saved + self.data))
-        self.size += 3 * len(self.params)
-
-    def missed(self) -> None:
-        self.norms.extend(torch.full((), math.nan, dtype=z.dtype, device=z.device)
-                          for z in self.zeros * 3)
-        self.size += 3 * len(self.params)
+        self.norms.extend(torch._foreach_norm(saved + self.data))
+        self.size += 4 * len(self.params)
 
     def drain(self) -> list[float]:
         norms, self.norms = self.norms, []
@@ -350,9 +367,10 @@ class TorchWatcher:
         self.optimizer: torch.optim.Optimizer | None = None
         self.loss_fn = loss_fn
         self.batch = batch
-        self.evidence = Evidence(framework="torch", zero_grad_calls=0,
-                                 loss_name=loss_name(loss_fn))
+        self.evidence = Evidence(framework="torch", zero_grad_calls=0)
+        self._set_loss(loss_fn)
         self._finished = False
+        self._counting = True
         self._handles: list[RemovableHandle] = []
         # (object, had an instance attribute "zero_grad", that attribute, our wrapper)
         self._wrapped: list[tuple[Any, bool, Any, Any]] = []
@@ -368,9 +386,13 @@ class TorchWatcher:
         self._update_frozen()
 
         self._step = 0
+        self._calls_seen = 0
+        # A small object, not the watcher: a gradient outliving the watcher keeps only this.
+        self._token = object()
+        self._had_grad = [False] * len(self._params)
         self._next_sample = 0
         self._sparse = 0  # samples taken after the dense ones
-        self._sampling = False
+        self._open = False  # a sampled step whose update is still to be read
         # (step, lr) of each sample whose norms the sampler holds.
         self._meta: list[tuple[int, float]] = []
         # Per parameter: was its gradient nonzero at any sample?
@@ -387,13 +409,17 @@ class TorchWatcher:
         if optimizer is not None:
             self._attach(optimizer)
         elif self._params:
-            self._adopt_handle = torch.optim.optimizer.register_optimizer_step_pre_hook(
-                self._adopt)
+            self._adopt_handle = register_optimizer_step_pre_hook(self._adopt)
         self._input_handles = [
             model.register_forward_pre_hook(self._capture_input, with_kwargs=True),
             model.register_forward_hook(self._capture_output),
         ]
         self._loss_handle = nn.modules.module.register_module_forward_pre_hook(self._loss_hook)
+
+    def _set_loss(self, loss_fn: Any) -> None:
+        name = loss_name(loss_fn)
+        self.evidence.loss_name = name
+        self.evidence.loss_from_logits = LOSS_FROM_LOGITS.get(name or "")
 
     # -- optimizer ----------------------------------------------------------------------------
 
@@ -407,8 +433,9 @@ class TorchWatcher:
         elif "momentum" in group:
             ev.momentum = float(group["momentum"])
         self._update_not_in_optimizer()
+        # One pre-step hook does everything: a sampled step's update is read at the next
+        # step's pre-hook (or in finish), so no post-step hook costs a call on every step.
         self._handles.append(opt.register_step_pre_hook(self._pre_step))
-        self._handles.append(opt.register_step_post_hook(self._post_step))
         self._wrap_zero_grad(opt)
 
     def _adopt(self, opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
@@ -439,6 +466,8 @@ class TorchWatcher:
         i = self._step
         self._step = i + 1
         self.evidence.optimizer_steps = i + 1
+        if self._open:  # the last step was sampled, and its update is in the parameters now
+            self._close()
         if i == self._next_sample:
             self._next_sample = i + self._interval(i)
             if self._adopt_handle is not None:
@@ -448,7 +477,37 @@ class TorchWatcher:
             if i >= LOSS_CHECK_STEPS and self._loss_handle is not None:
                 self._loss_handle.remove()
                 self._loss_handle = None
+            if i < DENSE_STEPS:
+                self._see_manual_clearing(i)
             self._sample_before(opt, i)
+
+    def _see_manual_clearing(self, step: int) -> None:
+        """Count gradients cleared by hand (``p.grad = None``) as ``zero_grad`` calls.
+
+        Without it a loop that clears its gradients that way would look like one that never
+        clears them. Between two consecutive steps with no ``zero_grad`` call, a gradient
+        tensor that is not the one tagged at the previous step was made afresh by backward:
+        cleared. An accumulating gradient is the same tensor, added to in place. Checked on
+        the dense first steps only (consecutive, a handful of attribute reads).
+        """
+        ev = self.evidence
+        calls = ev.zero_grad_calls or 0
+        grads = [p.grad for p in self._params]
+        token = self._token
+        # Only a gradient that existed at the last check counts: one appearing for the first
+        # time (a parameter used from this step on) says nothing.
+        fresh = any(g is not None and had and getattr(g, _GRAD_TAG, None) is not token
+                    for g, had in zip(grads, self._had_grad, strict=True))
+        if step > 0 and fresh and calls == self._calls_seen:
+            ev.zero_grad_calls = calls = calls + 1
+        self._calls_seen = calls
+        self._had_grad = [g is not None for g in grads]
+        for g in grads:
+            if g is not None:
+                try:
+                    setattr(g, _GRAD_TAG, token)
+                except AttributeError:  # a tensor subclass without a __dict__
+                    return
 
     def _interval(self, step: int) -> int:
         """Steps from this sample to the next: 1 up to :data:`DENSE_STEPS`, then
@@ -461,34 +520,30 @@ class TorchWatcher:
     def _sample_before(self, opt: torch.optim.Optimizer, step: int) -> None:
         if not self._params:
             return
-        if self._sampling:  # the last sampled step raised before its post hook
-            self._sampler.missed()
         self._sampler.before()
         self._meta.append((step, float(opt.param_groups[0]["lr"])))
-        self._sampling = True
+        self._open = True
 
-    def _post_step(self, opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        if not self._sampling:
-            return
-        self._sampling = False
+    def _close(self) -> None:
+        self._open = False
         self._sampler.after()
         if len(self._meta) >= PENDING_MAX or self._sampler.size >= PENDING_TENSORS:
             self._flush()
 
     def _flush(self) -> None:
         """Move the sampled norms into the evidence as grad norms and update ratios."""
-        if self._sampling:
-            self._sampler.missed()
-            self._sampling = False
+        if self._open:
+            self._close()
         meta, self._meta = self._meta, []
         values = self._sampler.drain()
         if not meta:
             return
         n = len(self._params)
-        # values holds, per sample, n gradient norms, n update norms and n parameter norms:
-        # strided slices pick one quantity of one parameter over all samples.
+        # values holds, per sample, blocks of n: gradient norms, parameter norms before the
+        # step, update norms, parameter norms after it. Strided slices pick one quantity of
+        # one parameter over all samples.
         ev = self.evidence
-        width = 3 * n
+        width = 4 * n
         ev.steps.extend(step for step, _ in meta)
         ev.lr.extend(lr for _, lr in meta)
         ev.grad_norm.extend(math.hypot(*values[k:k + n]) for k in range(0, len(values), width))
@@ -496,8 +551,9 @@ class TorchWatcher:
             # A NaN gradient is truthy: a gradient (and another diagnosis), not a zero one.
             if not self._grad_seen[j] and any(values[j::width]):
                 self._grad_seen[j] = True
-            ev.update_ratio.setdefault(name, []).extend(
-                map(_update_ratio, values[n + j::width], values[2 * n + j::width]))
+            ev.update_ratio.setdefault(name, []).extend(map(
+                _update_ratio, values[2 * n + j::width], values[n + j::width],
+                values[3 * n + j::width]))
 
     # -- zero_grad ------------------------------------------------------------------------
 
@@ -508,8 +564,8 @@ class TorchWatcher:
         ev = self.evidence
 
         def zero_grad(*args: Any, **kwargs: Any) -> Any:
-            if ev.zero_grad_calls is not None:
-                ev.zero_grad_calls += 1
+            if self._counting:  # False once finished, if someone wrapped on top of us
+                ev.zero_grad_calls += 1  # type: ignore[operator]
             return inner(*args, **kwargs)
 
         # An instance attribute shadows the method; nn.Module.__setattr__ stores a plain
@@ -560,7 +616,7 @@ class TorchWatcher:
             return
         ev = self.evidence
         if ev.loss_name is None:
-            ev.loss_name = loss_name(module)
+            self._set_loss(module)
         self._loss_calls += 1
         if len(args) >= 2 and isinstance(args[0], torch.Tensor) and isinstance(
                 args[1], torch.Tensor):
@@ -606,6 +662,7 @@ class TorchWatcher:
         if self._finished:
             return
         self._finished = True
+        self._counting = False
         for h in (*self._handles, *self._input_handles, self._loss_handle, self._adopt_handle):
             if h is not None:
                 h.remove()
@@ -626,13 +683,18 @@ class TorchWatcher:
             ev.zero_grad_params = [n for n, seen in zip(self._names, self._grad_seen,
                                                         strict=True) if not seen]
         if self._captured is not None:
+            # The user's model and data: never let the watcher fail a test.
             first = _first_tensor(*self._captured)
-            if first is not None:
-                ev.input_stats = input_stats(first)
+            try:
+                if first is not None:
+                    ev.input_stats = input_stats(first)
+            except Exception as exc:
+                ev.notes.append(f"input statistics failed: {type(exc).__name__}: {exc}")
             try:
                 ev.dead_fraction = self._dead_fraction(*self._captured)
-            except Exception as exc:  # the user's model: never let the watcher fail a test
+            except Exception as exc:
                 ev.notes.append(f"dead-unit pass failed: {type(exc).__name__}: {exc}")
+            self._captured = None
 
     def _dead_fraction(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, float]:
         """Per ReLU-like module, the fraction of its units (each output element of a row)
@@ -681,6 +743,11 @@ class TorchWatcher:
         x, y = self.batch
         if self.optimizer is not None and self.optimizer.param_groups:
             self.evidence.sharpness_lr = float(self.optimizer.param_groups[0]["lr"])
-        value = top_hessian_eigenvalue_torch(self.model, self.loss_fn, x, y)
+        try:
+            value = top_hessian_eigenvalue_torch(self.model, self.loss_fn, x, y)
+        except Exception as exc:  # measured while reporting a failure: never mask it
+            self.evidence.notes.append(
+                f"sharpness not measured: {type(exc).__name__}: {exc}")
+            return None
         self.evidence.sharpness = value
         return value
