@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .evidence import Evidence
-from .stats import FloatArray, rolling_median
+from .stats import FloatArray, detrend, rank_autocorrelations
 from .verdict import Diagnosis, Verdict
 
 #: The stable cause codes (DESIGN.md); rules may add others.
@@ -247,17 +247,9 @@ def _periodic(x: FloatArray) -> tuple[int, float] | None:
     n = len(x)
     if n < 12 or (x <= 0).any() or not np.isfinite(x).all():
         return None
-    y = np.log(x)
-    w = max(5, n // 5) | 1
-    pad = np.pad(y, w // 2, mode="edge")
-    r = y - rolling_median(pad, w)[:n]
-    ranks = np.argsort(np.argsort(r)).astype(np.float64)
-    ranks -= float(np.mean(ranks))
-    var = float(np.dot(ranks, ranks))
-    if var <= 0:
+    rhos = rank_autocorrelations(detrend(np.log(x)))
+    if not rhos:
         return None
-    rhos = {lag: float(np.dot(ranks[:-lag], ranks[lag:])) / var * n / (n - lag)
-            for lag in range(1, n // 3 + 1)}
     best = max(((lag, rho) for lag, rho in rhos.items() if lag >= 2), key=lambda t: t[1],
                default=(0, 0.0))
     threshold = max(0.3, 3.0 / math.sqrt(n))

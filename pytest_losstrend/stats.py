@@ -109,3 +109,27 @@ def rolling_median(y: FloatArray, window: int) -> FloatArray:
 def median_se(sigma: float, k: int) -> float:
     """Standard error of the median of ``k`` points with noise ``sigma`` (normal efficiency)."""
     return 1.2533 * sigma / math.sqrt(max(k, 1))
+
+
+def detrend(y: FloatArray) -> FloatArray:
+    """``y`` less a centred running median of width about n/5: what is left of a curve once
+    its trend is taken out (periodic swings and noise)."""
+    n = len(y)
+    w = max(5, n // 5) | 1
+    pad = np.pad(y, w // 2, mode="edge")
+    out: FloatArray = y - rolling_median(pad, w)[:n]
+    return out
+
+
+def rank_autocorrelations(r: FloatArray) -> dict[int, float]:
+    """Autocorrelation of the ranks of ``r`` at lags 1 to n/3 (empty when ``r`` is constant).
+
+    Ranks, so that one heavy-tailed mini-batch cannot fake a correlation."""
+    n = len(r)
+    ranks = np.argsort(np.argsort(r)).astype(np.float64)
+    ranks -= float(np.mean(ranks))
+    var = float(np.dot(ranks, ranks))
+    if var <= 0:
+        return {}
+    return {lag: float(np.dot(ranks[:-lag], ranks[lag:])) / var * n / (n - lag)
+            for lag in range(1, n // 3 + 1)}

@@ -26,8 +26,10 @@ from .criteria import BOUND_POINTS, DIVERGENCE_BOUND, Criteria
 from .stats import (
     FloatArray,
     block_medians,
+    detrend,
     mann_kendall,
     median_se,
+    rank_autocorrelations,
     robust_noise,
     rolling_median,
 )
@@ -371,20 +373,10 @@ def _oscillation(y: FloatArray) -> tuple[int, float, float] | None:
     n = len(y)
     if n < 20:
         return None
-    w = max(5, n // 5) | 1
-    pad = np.pad(y, w // 2, mode="edge")
-    r = y - rolling_median(pad, w)[:n]
-    # Ranks, so that one heavy-tailed mini-batch cannot fake a correlation.
-    ranks = np.argsort(np.argsort(r)).astype(np.float64)
-    ranks -= float(np.mean(ranks))
-    var = float(np.dot(ranks, ranks))
-    if var <= 0:
-        return None
-    best_lag, best_rho = 0, 0.0
-    for lag in range(2, n // 3 + 1):
-        rho = float(np.dot(ranks[:-lag], ranks[lag:])) / var * n / (n - lag)
-        if rho > best_rho:
-            best_lag, best_rho = lag, rho
+    r = detrend(y)
+    rhos = rank_autocorrelations(r)
+    best_lag, best_rho = max(((lag, rho) for lag, rho in rhos.items() if lag >= 2),
+                             key=lambda t: t[1], default=(0, 0.0))
     if best_rho < max(OSCILLATION_RHO, OSCILLATION_Z / math.sqrt(n)):
         return None
     q10, q90 = np.quantile(r, [0.1, 0.9])

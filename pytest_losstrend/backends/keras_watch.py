@@ -239,79 +239,19 @@ def _broadcast_message(pred_shape: tuple[int, ...], y_shape: tuple[int, ...]) ->
     )
 
 
-def _tree_dot(a: list[Any], b: list[Any]) -> Any:
-    import tensorflow as tf
-
-    return tf.add_n([tf.reduce_sum(p * q) for p, q in zip(a, b, strict=True)])
-
-
 def top_hessian_eigenvalue_keras(
     model: Any, loss_fn: LossFn, x: Any, y: Any, *, iters: int = 50, tol: float = 1e-4
 ) -> float:
-    """Top eigenvalue of the Hessian of ``loss_fn(y, model(x))`` in the trainable weights.
-
-    Power iteration on Hessian-vector products, each from two nested ``tf.GradientTape``
-    (reverse over reverse, about twice the cost of a gradient). The model runs with
-    ``training=False``: dropout and BatchNormalization in training mode would change the
-    Hessian from one product to the next. Stops when the Rayleigh quotient moves by less than
-    ``tol`` (relative) or after ``iters`` products.
-
-    Power iteration finds the eigenvalue largest in magnitude. When that one is negative (a
-    saddle), the iteration is repeated on ``H - λ I``, whose eigenvalues are all >= 0, and the
-    shift is added back.
+    """Top eigenvalue of the Hessian of ``loss_fn(y, model(x))`` in the trainable weights (0.0
+    for a model with none): :func:`pytest_losstrend.sharpness.top_hessian_eigenvalue_tf`.
 
     Needs the TensorFlow backend of Keras. ``loss_fn`` takes ``(y_true, y_pred)``, Keras' order.
     """
-    import tensorflow as tf
-
-    variables = list(model.trainable_variables)
-    if not variables:
+    if not list(model.trainable_variables):
         return 0.0
-    x_t = tf.convert_to_tensor(x) if not isinstance(x, (dict, list, tuple)) else x
-    y_t = tf.convert_to_tensor(y)
+    from ..sharpness import top_hessian_eigenvalue_tf
 
-    def hvp(vec: list[Any]) -> list[Any]:
-        with tf.GradientTape() as outer:
-            with tf.GradientTape() as inner:
-                loss = loss_fn(y_t, model(x_t, training=False))
-            grads = inner.gradient(loss, variables)
-            grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables,
-                                                                            strict=True)]
-            gv = _tree_dot(grads, vec)
-        out = outer.gradient(gv, variables)
-        return [tf.zeros_like(v) if h is None else h for h, v in zip(out, variables, strict=True)]
-
-    rng = np.random.default_rng(0)
-    start = [tf.constant(rng.standard_normal(tuple(v.shape)), dtype=v.dtype) for v in variables]
-
-    def power(shift: float) -> float:
-        vec = start
-        norm = float(tf.sqrt(_tree_dot(vec, vec)))
-        vec = [t / norm for t in vec]
-        prev: float | None = None
-        lam = 0.0
-        for _ in range(max(1, iters)):
-            hv = hvp(vec)
-            if shift:
-                hv = [h - shift * t for h, t in zip(hv, vec, strict=True)]
-            lam = float(_tree_dot(vec, hv))
-            norm = float(tf.sqrt(_tree_dot(hv, hv)))
-            if not math.isfinite(norm) or norm == 0.0:
-                break
-            vec = [h / norm for h in hv]
-            if prev is not None and abs(lam - prev) <= tol * abs(lam):
-                break
-            prev = lam
-        return lam
-
-    lam = power(0.0)
-    if lam < 0 and math.isfinite(lam):
-        # H - λI is positive semi-definite; its top eigenvalue is λ_max - λ.
-        lam = power(lam) + lam
-    return lam
-
-
-# -- the watcher -------------------------------------------------------------------------------
+    return top_hessian_eigenvalue_tf(model, loss_fn, x, y, iters=iters, tol=tol)
 
 
 class KerasWatcher:
