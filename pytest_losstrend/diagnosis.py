@@ -265,7 +265,8 @@ def rule_unshuffled(ctx: DiagnosisContext) -> list[Diagnosis]:
     """Batches in a fixed order: the train series repeats with the period of an epoch while
     the eval series does not fall."""
     train = ctx.series.get("train")
-    if not train:
+    # A fixed batch order makes a curve swing, stall or over-fit; it does not make it blow up.
+    if not train or ctx.verdict.kind in ("divergence", "non_finite", "spike", "rise"):
         return []
     per = _periodic(np.asarray(train, dtype=np.float64))
     if per is None:
@@ -283,11 +284,19 @@ def rule_unshuffled(ctx: DiagnosisContext) -> list[Diagnosis]:
         drop_eval = ev_verdict.stats.get("drop") or 0.0
         drop_train = ctx.verdicts.get("train", ctx.verdict).stats.get("drop") or 0.0
         eval_stuck = drop_eval < 0.5 * drop_train
-    if ev_verdict is not None and not eval_stuck:
+    # Epochs have equal lengths: a period that cuts the run into whole epochs is the epoch.
+    n = len(train)
+    off = min(n % lag, lag - n % lag) if lag else n
+    epochs = round(n / lag) if lag else 0
+    epochish = lag >= 12 and epochs >= 3 and off <= max(1, lag // 20)
+    if eval_stuck:
+        conf, where = 0.85, "while the eval loss does not fall"
+    elif epochish:
+        conf, where = 0.8, f"and the period cuts the {n} steps into {epochs} equal epochs"
+    elif ev_verdict is None:
+        conf, where = 0.65, "(record an eval series to confirm)"
+    else:
         return []
-    conf = 0.85 if ev_verdict is not None else 0.65
-    where = ("while the eval loss does not fall" if ev_verdict is not None
-             else "(record an eval series to confirm)")
     return [Diagnosis(
         "unshuffled_batches", conf,
         f"the train loss repeats every {lag} steps (rank autocorrelation {rho:.2f}) - the same "

@@ -34,10 +34,7 @@ SEED = 0
 
 #: Scenarios whose bad run the built-in rules currently misdiagnose (or crash on), with why.
 #: Strict: once a rule is fixed, the test XPASSes and fails, so the entry must go.
-KNOWN_RULE_GAPS: dict[str, str] = {
-    "unshuffled_batches": "lr_too_high 0.8 from a first-step update/weight ratio > 0.1 ties "
-                          "and precedes unshuffled_batches 0.8 (lr 0.3 < 2/lambda = 1.02)",
-}
+KNOWN_RULE_GAPS: dict[str, str] = {}
 
 
 def _bad_params() -> list[Any]:
