@@ -50,7 +50,9 @@ DEAD_FRACTION = 0.7
 TINY_UPDATE = 1e-5
 HUGE_UPDATE = 0.1
 EXPLODING_GRAD_RATIO = 70.0
-EXPLODING_GRAD_AT_INIT = 1e3
+# A first gradient this many times the weights (|g|/|w|): the write-up regressions sit at 1-10,
+# a deep net with a x3 init at 900-3000.
+EXPLODING_GRAD_AT_INIT = 100.0
 BAD_INIT_FACTOR = 2.0
 WARN_INIT_FACTOR = 10.0
 
@@ -418,7 +420,7 @@ def rule_evidence(ctx: DiagnosisContext) -> list[Diagnosis]:
         # Gradients already huge before the first update come from the initialisation or the
         # architecture, not from the learning rate: that is the root.
         # |g| / |w| at the very first step (the first update ratio over the lr): a gradient a
-        # thousand times the weights before any update has happened.
+        # hundred times the weights before any update has happened.
         first_ratio = max((v[0] for k, v in ev.update_ratio.items()
                            if v and not k.endswith("bias") and math.isfinite(v[0])), default=0.0)
         lr0 = ev.lr[0] if ev.lr else None

@@ -85,6 +85,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=f"Seed python, numpy, torch and tensorflow before each test using the losstrend "
         f"fixture. Default: {DEFAULT_SEED}.",
     )
+    group.addoption(
+        "--losstrend-catalogue",
+        dest="losstrend_catalogue",
+        action="store_true",
+        default=None,
+        help="Also run the built-in catalogue of known-bad training configurations as tests "
+        "(each must fail with its cause; each healthy twin must pass). Select them alone with "
+        "-m losstrend_catalogue.",
+    )
+    parser.addini(
+        "losstrend_catalogue",
+        type="bool",
+        default=False,
+        help="Run the built-in catalogue of known-bad configurations (as --losstrend-catalogue).",
+    )
     parser.addini(
         "losstrend_report",
         type="linelist",
@@ -131,6 +146,20 @@ def pytest_configure(config: pytest.Config) -> None:
         f"{MARK_FAILS}(cause=None, **criteria): a regression case for a known-bad training "
         "configuration; passes when the loss verdict fails (with that cause first, if given).",
     )
+    config.addinivalue_line(
+        "markers",
+        "losstrend_catalogue: a test of the built-in catalogue of known-bad training "
+        "configurations (added by --losstrend-catalogue).",
+    )
+    catalogue = config.getoption("losstrend_catalogue", None)
+    if catalogue is None:
+        catalogue = bool(config.getini("losstrend_catalogue"))
+    if catalogue:
+        # Collected like a file named on the command line (by every pytest-xdist worker too,
+        # since each parses the options itself).
+        from pathlib import Path
+
+        config.args.append(str(Path(__file__).with_name("_catalogue_tests.py")))
     seed = config.getoption("losstrend_seed", None)
     if seed is None:
         raw = config.getini("losstrend_seed")

@@ -941,3 +941,23 @@ def test_inconclusive_skips_by_default(lt_pytester: pytest.Pytester) -> None:
     result = lt_pytester.runpytest_inprocess("-rs")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*inconclusive: *record more steps*"])
+
+
+def test_catalogue_option_runs_the_catalogue_in_any_folder(pytester: pytest.Pytester) -> None:
+    """--losstrend-catalogue adds the built-in catalogue to a run in an unrelated folder."""
+    pytester.makepyfile(test_user="def test_own():\n    assert True\n")
+    result = pytester.runpytest_subprocess(
+        "--losstrend-catalogue", "-p", "no:cacheprovider",
+        "-k", "own or (lr_too_high-seed0 and not keras)",
+    )
+    result.assert_outcomes(passed=3)
+    result.stdout.no_fnmatch_line("*losstrend_catalogue*not found*")
+
+
+def test_catalogue_marker_selects_it_alone(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_user="def test_own():\n    assert True\n")
+    result = pytester.runpytest_subprocess(
+        "--losstrend-catalogue", "-p", "no:cacheprovider", "-m", "losstrend_catalogue",
+        "-k", "non_finite", "-q",
+    )
+    result.assert_outcomes(passed=4)

@@ -1,0 +1,57 @@
+"""The catalogue of known-bad training configurations, run as tests.
+
+``pytest --losstrend-catalogue`` adds this module to any run, in any folder: every entry of
+:data:`pytest_losstrend.scenarios.SCENARIOS` is trained for real under each seed of
+:data:`SEEDS`, its bad side must fail with its cause first among the diagnoses, and its healthy
+twin must pass. Select them alone with ``-m losstrend_catalogue``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from pytest_losstrend.scenarios import SCENARIOS, Scenario, run_scenario
+
+#: The seeds every entry runs under.
+SEEDS = (0, 1)
+
+pytestmark = [
+    pytest.mark.losstrend_catalogue,
+    # Keras' own numpy-2 deprecation notices are not the user's to fix.
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+]
+
+
+def _params() -> Iterator[Any]:
+    for scenario in SCENARIOS:
+        module = "keras" if scenario.framework == "keras" else "torch"
+        missing = importlib.util.find_spec(module) is None
+        marks = [pytest.mark.skip(reason=f"{module} is not installed")] if missing else []
+        for seed in SEEDS:
+            yield pytest.param(scenario, seed, id=f"{scenario.name}-seed{seed}", marks=marks)
+
+
+@pytest.mark.parametrize(("scenario", "seed"), list(_params()))
+def test_bad_configuration_fails_with_its_cause(scenario: Scenario, seed: int) -> None:
+    """The known-bad configuration fails, and its top diagnosis names its cause."""
+    verdict = run_scenario(scenario, bad=True, seed=seed)
+    causes = [f"{d.cause} ({d.confidence:.2f})" for d in verdict.diagnoses]
+    assert verdict.status == scenario.bad_status, (
+        f"{scenario.name}: expected a {scenario.bad_status} verdict, got {verdict.status}: "
+        f"{verdict.reason}"
+    )
+    assert verdict.diagnoses and verdict.diagnoses[0].cause == scenario.cause, (
+        f"{scenario.name}: expected the top cause {scenario.cause!r}, got "
+        f"{', '.join(causes) or 'no diagnosis'}; verdict: {verdict.reason}"
+    )
+
+
+@pytest.mark.parametrize(("scenario", "seed"), list(_params()))
+def test_healthy_twin_passes(scenario: Scenario, seed: int) -> None:
+    """The same configuration with its fault fixed passes."""
+    verdict = run_scenario(scenario, bad=False, seed=seed)
+    assert verdict.ok, f"{scenario.name} twin ({scenario.fix}): {verdict.reason}"
