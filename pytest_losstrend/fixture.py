@@ -333,6 +333,64 @@ class LossTrend:
             self.framework = watcher.evidence.framework
         return model
 
+    def fit(
+        self,
+        model: Any,
+        data: Any,
+        *,
+        loss: Any = None,
+        optimizer: Any = None,
+        steps: int | None = None,
+        epochs: int | None = None,
+        batch_size: int = 32,
+        shuffle: bool = True,
+        eval_data: Any = None,
+    ) -> tuple[Any, dict[str, list[float]]]:
+        """Train ``model`` on ``data`` with the usual short loop, recording and watching it.
+
+        Records each optimizer step's loss as ``"train"`` and, with ``eval_data``, the mean
+        held-out loss after every epoch as ``"eval"``; watches the model for diagnosis.
+
+        Args:
+            model: a torch ``nn.Module`` or a Keras model.
+            data: ``(X, y)`` (numpy arrays, torch or tf tensors), a torch ``DataLoader``
+                (torch models) or a batched ``tf.data.Dataset`` (Keras models).
+                ``batch_size`` and ``shuffle`` apply to ``(X, y)`` only; torch arrays are
+                shuffled with a generator seeded by the test's seed.
+            loss: torch: a callable ``loss(pred, target)`` returning a scalar (``nn.MSELoss()``,
+                ``F.cross_entropy``) or ``"mse"``, ``"l1"``, ``"cross_entropy"``,
+                ``"bce_with_logits"``. Keras: anything ``compile`` takes.
+            optimizer: torch: an optimizer instance; an optimizer class (built on the model's
+                parameters with its default learning rate); ``"sgd"``, ``"adam"``,
+                ``"adamw"``, ``"rmsprop"``, ``"adagrad"`` (Keras' default learning rates); or
+                ``(class or name, lr)``. Keras: anything ``compile`` takes, or ``(name, lr)``.
+                A Keras model is compiled when it is not yet, or when ``loss`` or
+                ``optimizer`` is given (keeping the other from the earlier compile).
+            steps: stop after this many optimizer steps, across epochs.
+            epochs: stop after this many passes over ``data``. Neither: one epoch. Not both.
+            eval_data: held-out data of the same kinds as ``data``.
+
+        Returns:
+            ``(model, series)``: the trained model and :meth:`as_dict` (``{"train": [...],
+            "eval": [...]}``).
+
+        Raises:
+            ValueError / TypeError naming the argument: X and y of different lengths, targets
+            that would broadcast against the model's output, empty data, a loss that is not a
+            scalar, a model and data from different frameworks, a non-positive count.
+
+        Example:
+            >>> model, series = losstrend.fit(net, (x, y), loss="mse", optimizer=("adam", 1e-2),
+            ...                               epochs=5, eval_data=(x_val, y_val))
+            >>> model, series = losstrend.fit(keras_model, dataset, loss="mse",
+            ...                               optimizer="adam", steps=100)
+        """
+        from .runner_fit import run_fit
+
+        return run_fit(self, model, data, loss=loss, optimizer=optimizer, steps=steps,
+                       epochs=epochs, batch_size=batch_size, shuffle=shuffle,
+                       eval_data=eval_data)
+
     def finish_watching(self) -> None:
         """Stop watching: remove hooks and complete the evidence (idempotent)."""
         for w in self._watchers:
