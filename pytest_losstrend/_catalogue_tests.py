@@ -1,20 +1,21 @@
 """The catalogue of known-bad training configurations, run as tests.
 
-``pytest --losstrend-catalogue`` adds this module to any run, in any folder: every entry of
-:data:`pytest_losstrend.scenarios.SCENARIOS` is trained for real under each seed of
-:data:`SEEDS`, its bad side must fail with its cause first among the diagnoses, and its healthy
-twin must pass. Select them alone with ``-m losstrend_catalogue``.
+``pytest --losstrend-catalogue`` adds this module to any run, in any folder: every catalogue
+entry (the built-in ones and those a ``pytest_losstrend_catalogue_entries`` hook adds) is
+trained for real under each seed of :data:`SEEDS`; its bad side must fail with its cause first
+among the diagnoses, and its healthy twin must pass. Select them alone with
+``-m losstrend_catalogue``.
 """
 
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from pytest_losstrend.scenarios import SCENARIOS, Scenario, run_scenario
+from pytest_losstrend.catalogue import entries
+from pytest_losstrend.scenarios import Scenario, run_scenario
 
 #: The seeds every entry runs under.
 SEEDS = (0, 1)
@@ -26,16 +27,21 @@ pytestmark = [
 ]
 
 
-def _params() -> Iterator[Any]:
-    for scenario in SCENARIOS:
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """One test per entry and seed, the entries taken through the hook."""
+    if "scenario" not in metafunc.fixturenames:
+        return
+    params: list[Any] = []
+    for scenario in entries(metafunc.config):
         module = "keras" if scenario.framework == "keras" else "torch"
         missing = importlib.util.find_spec(module) is None
         marks = [pytest.mark.skip(reason=f"{module} is not installed")] if missing else []
         for seed in SEEDS:
-            yield pytest.param(scenario, seed, id=f"{scenario.name}-seed{seed}", marks=marks)
+            params.append(pytest.param(scenario, seed, id=f"{scenario.name}-seed{seed}",
+                                       marks=marks))
+    metafunc.parametrize(("scenario", "seed"), params)
 
 
-@pytest.mark.parametrize(("scenario", "seed"), list(_params()))
 def test_bad_configuration_fails_with_its_cause(scenario: Scenario, seed: int) -> None:
     """The known-bad configuration fails, and its top diagnosis names its cause."""
     verdict = run_scenario(scenario, bad=True, seed=seed)
@@ -50,7 +56,6 @@ def test_bad_configuration_fails_with_its_cause(scenario: Scenario, seed: int) -
     )
 
 
-@pytest.mark.parametrize(("scenario", "seed"), list(_params()))
 def test_healthy_twin_passes(scenario: Scenario, seed: int) -> None:
     """The same configuration with its fault fixed passes."""
     verdict = run_scenario(scenario, bad=False, seed=seed)

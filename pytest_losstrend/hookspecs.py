@@ -12,6 +12,7 @@ import pytest
 
 if TYPE_CHECKING:
     from .diagnosis import DiagnosisContext
+    from .scenarios import Scenario
     from .verdict import Diagnosis
 
 hookspec = pytest.hookspec
@@ -38,4 +39,27 @@ def pytest_losstrend_diagnose(context: DiagnosisContext) -> list[Diagnosis] | No
                 return [Diagnosis("lbfgs_misuse", 0.9, "LBFGS needs a closure",
                                   "pass closure= to optimizer.step")]
             return None
+    """
+
+
+@hookspec
+def pytest_losstrend_catalogue_entries() -> list[Scenario] | None:
+    """Add entries to the catalogue of known-bad training configurations.
+
+    Return a list of :class:`pytest_losstrend.scenarios.Scenario`; every implementation's
+    entries are run by ``pytest --losstrend-catalogue`` (names must be unique). The built-in
+    entries come through this hook too.
+
+    Example, in a ``conftest.py``:
+
+    .. code-block:: python
+
+        from pytest_losstrend.scenarios import Scenario
+
+        def _train(lt, bad):
+            ...  # train your model; with bad=True, with the fault
+
+        def pytest_losstrend_catalogue_entries():
+            return [Scenario("our_lr_warmup_bug", "lr_too_high", "torch", {},
+                             "The warm-up never ends.", "Cap the schedule.", _train)]
     """

@@ -123,7 +123,8 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 
 class BuiltinRules:
-    """The built-in diagnosis rules, registered through the public hook like anyone's."""
+    """The built-in diagnosis rules and catalogue entries, registered through the public
+    hooks like anyone's."""
 
     @pytest.hookimpl
     def pytest_losstrend_diagnose(self, context: Any) -> Any:
@@ -131,6 +132,13 @@ class BuiltinRules:
         from .diagnosis import builtin_diagnoses
 
         return builtin_diagnoses(context)
+
+    @pytest.hookimpl
+    def pytest_losstrend_catalogue_entries(self) -> Any:
+        """The built-in catalogue entries."""
+        from .catalogue import builtin_entries
+
+        return list(builtin_entries())
 
 
 def pytest_configure(config: pytest.Config) -> None:
