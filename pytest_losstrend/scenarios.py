@@ -139,10 +139,12 @@ def _loop(
     eval_data: tuple[torch.Tensor, torch.Tensor] | None = None,
     eval_every: int = 0,
     watch_rows: int = 256,
+    after_step: Callable[[], object] | None = None,
 ) -> None:
     """The loop most tests write: watch, then ``steps`` optimizer steps on the full batch or on
     mini-batches (reshuffled each epoch unless ``shuffle=False``), recording each step's loss,
-    and every ``eval_every`` steps the loss on ``eval_data`` as series ``"eval"``."""
+    and every ``eval_every`` steps the loss on ``eval_data`` as series ``"eval"``;
+    ``after_step`` runs after each optimizer step (a scheduler's ``step``)."""
     import torch
 
     x, y = data
@@ -163,6 +165,8 @@ def _loop(
         loss = loss_fn(model(xb), yb)
         torch.autograd.backward(loss)
         opt.step()
+        if after_step is not None:
+            after_step()
         lt.record(loss)
         if eval_data is not None and eval_every and (step + 1) % eval_every == 0:
             with torch.no_grad():
@@ -395,6 +399,58 @@ def _exploding_gradients(lt: LossTrend, bad: bool) -> None:
     _loop(lt, model, opt, mse_loss, (x, y), steps=80)
 
 
+def _adam_lr_too_high(lt: LossTrend, bad: bool) -> None:
+    import torch
+    from torch.nn.functional import mse_loss
+
+    xs, ys = _diabetes()
+    x, y = _t(xs), _t(ys[:, None])
+    model = _mlp([10, 32, 1], torch.nn.ReLU)
+    # Adam moves every weight by about lr per step whatever the gradient's size: at lr=3 the
+    # first step throws each weight 3 units away, the usual default being 1e-3.
+    opt = torch.optim.Adam(model.parameters(), lr=3.0 if bad else 3e-3)
+    _loop(lt, model, opt, mse_loss, (x, y), steps=80, batch_size=64)
+
+
+def _growing_lr_schedule(lt: LossTrend, bad: bool) -> None:
+    import torch
+    from torch.nn.functional import mse_loss
+
+    xs, ys = _diabetes()
+    x, y = _t(xs), _t(ys[:, None])
+    model = torch.nn.Linear(10, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    # A decay factor mistyped as a growth factor: gamma=1.1 instead of 0.9 (or 1/1.1).
+    sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=1.1 if bad else 0.97)
+    _loop(lt, model, opt, mse_loss, (x, y), steps=60, after_step=sched.step)
+
+
+def _unscaled_target(lt: LossTrend, bad: bool) -> None:
+    import torch
+    from torch.nn.functional import mse_loss
+
+    xs, ys = _diabetes()
+    # The bug: the target in its raw units (here 1000x the standardised one), features fine.
+    x, y = _t(xs), _t(ys[:, None] * (1000.0 if bad else 1.0))
+    model = _mlp([10, 32, 1], torch.nn.ReLU)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    _loop(lt, model, opt, mse_loss, (x, y), steps=80, batch_size=64)
+
+
+def _frozen_weights(lt: LossTrend, bad: bool) -> None:
+    import torch
+
+    xs, ys = _digits()
+    x, y = _t(xs), _t(ys, torch.long)
+    model = _mlp([64, 32, 10], torch.nn.ReLU)
+    if bad:
+        for name, p in model.named_parameters():
+            if name.endswith("weight"):
+                p.requires_grad_(False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    _loop(lt, model, opt, torch.nn.functional.cross_entropy, (x, y), steps=120, batch_size=32)
+
+
 # -- the Keras scenarios -------------------------------------------------------------------------
 
 
@@ -424,6 +480,35 @@ def _keras_no_learning(lt: LossTrend, bad: bool) -> None:
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.05), loss="mse")
     lt.watch(model, batch=(x[:256], y[:256]))
     model.fit(x, y, epochs=5, batch_size=32, callbacks=[lt.keras_callback()], verbose=0)
+
+
+def _keras_frozen_weight(lt: LossTrend, bad: bool) -> None:
+    import keras
+
+    class Linear(keras.layers.Layer):  # type: ignore[misc]
+        """A hand-written bias-free dense layer; ``train_kernel=False`` is the bug."""
+
+        def __init__(self, units: int, train_kernel: bool) -> None:
+            super().__init__()
+            self.units = units
+            self.train_kernel = train_kernel
+
+        def build(self, input_shape: tuple[int, ...]) -> None:
+            self.kernel = self.add_weight(shape=(input_shape[-1], self.units),
+                                          initializer="glorot_uniform",
+                                          trainable=self.train_kernel)
+
+        def call(self, inputs: Any) -> Any:
+            return inputs @ self.kernel
+
+    xs, ys = _diabetes()
+    x, y = xs.astype("float32"), ys[:, None].astype("float32")
+    # Every instance of the layer has the bug, so no weight of the model can learn.
+    model = keras.Sequential([keras.Input((10,)), Linear(32, train_kernel=not bad),
+                              keras.layers.ReLU(), Linear(1, train_kernel=not bad)])
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.05), loss="mse")
+    lt.watch(model, batch=(x[:256], y[:256]))
+    model.fit(x, y, epochs=8, batch_size=64, callbacks=[lt.keras_callback()], verbose=0)
 
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -546,6 +631,43 @@ SCENARIOS: tuple[Scenario, ...] = (
         _exploding_gradients,
     ),
     Scenario(
+        "adam_lr_too_high", "lr_too_high", "torch", {},
+        "Adam at lr=3 on a small ReLU regression MLP (diabetes, batches of 64): Adam moves "
+        "every weight by about lr per step whatever its gradient, so the first step throws "
+        "each weight 3 units away and the loss jumps 10^5x within two steps.",
+        "lr=3e-3 (Adam's usual range is 1e-4..1e-2).",
+        _adam_lr_too_high,
+    ),
+    Scenario(
+        "growing_lr_schedule", "lr_too_high", "torch", {},
+        "Linear regression with SGD lr=0.05 and ExponentialLR(gamma=1.1), a decay factor "
+        "written as a growth factor: the learning rate passes the stability limit "
+        "2/lambda_max = 0.25 after about 17 steps and the loss explodes; the watched "
+        "optimizer shows the learning rate growing.",
+        "A decaying schedule (gamma=0.97).",
+        _growing_lr_schedule,
+    ),
+    Scenario(
+        "unscaled_target", "lr_too_high", "torch", {},
+        "A ReLU regression MLP (SGD lr=0.05) on a target 1000x its standardised scale, the "
+        "features fine: the first gradients are 1000x larger, the output weights jump to "
+        "hundreds and the curvature seen by the hidden layer grows with their square, so "
+        "lr=0.05 is far past the stability limit and the loss explodes. The diagnosis is "
+        "lr_too_high, which is what happens (a lr about 10^6x smaller would be stable), but "
+        "the root is the target's scale: the rules look at the inputs, not the targets. "
+        "(On a linear model the same target only scales the loss by 10^6 and trains fine.)",
+        "Standardise the target (y - mean) / std, and undo it on the predictions.",
+        _unscaled_target,
+    ),
+    Scenario(
+        "frozen_weights", "no_learning", "torch", {},
+        "A digits MLP whose weight matrices have requires_grad=False (only the biases train): "
+        "the optimizer skips the frozen weights, the biases alone can only learn the class "
+        "frequencies and the loss stays near chance level ln(10).",
+        "requires_grad=True on the weights meant to learn (the default).",
+        _frozen_weights,
+    ),
+    Scenario(
         "keras_lr_too_high", "lr_too_high", "keras", {},
         "The TensorFlow write-up: Keras linear regression on x in [0, 10] with SGD "
         "learning_rate=1.0, trained with model.fit in batches of 10: past the stability "
@@ -560,6 +682,14 @@ SCENARIOS: tuple[Scenario, ...] = (
         "first level.",
         "Freeze only the base (base.trainable = False) and keep the head trainable.",
         _keras_no_learning,
+    ),
+    Scenario(
+        "keras_frozen_weight", "no_learning", "keras", {},
+        "A hand-written Keras layer whose kernel is created with add_weight(trainable=False): "
+        "every instance of it is frozen, fit runs without complaint, no weight moves and the "
+        "loss is mini-batch noise around its first level.",
+        "add_weight(..., trainable=True) (the default) for the kernel.",
+        _keras_frozen_weight,
     ),
 )
 
