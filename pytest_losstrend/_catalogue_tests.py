@@ -10,6 +10,7 @@ among the diagnoses, and its healthy twin must pass. Select them alone with
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -25,6 +26,23 @@ pytestmark = [
     # Keras' own numpy-2 deprecation notices are not the user's to fix.
     pytest.mark.filterwarnings("ignore::DeprecationWarning"),
 ]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """The entries train tiny models: one thread each is faster, and under pytest-xdist the
+    workers' thread pools would otherwise fight over the cores (45 s instead of 13 s on 2)."""
+    if importlib.util.find_spec("torch") is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
