@@ -15,6 +15,7 @@ from .render import failure_message
 from .verdict import Verdict
 
 if TYPE_CHECKING:
+    from .mutate import Mutation
     from .stats import FloatArray
 
 # Device tensors (CUDA, MPS) are kept as tensors and copied to the host in chunks of this many,
@@ -112,6 +113,10 @@ class LossTrend:
         #: What ``watch`` saw (None when nothing is watched).
         self.evidence: Evidence | None = None
         self._watchers: list[Any] = []
+        #: The injected bug ``fit`` applies (``--losstrend-mutate``); None in a normal run.
+        self.mutation: Mutation | None = None
+        #: "torch" or "keras" once ``fit`` ran, so the plugin knows the test can be mutated.
+        self.fit_framework: str | None = None
 
     # -- recording ---------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import pytest
 
 if TYPE_CHECKING:
     from .diagnosis import DiagnosisContext
+    from .mutate import Mutation
     from .scenarios import Scenario
     from .verdict import Diagnosis
 
@@ -62,4 +63,29 @@ def pytest_losstrend_catalogue_entries() -> list[Scenario] | None:
         def pytest_losstrend_catalogue_entries():
             return [Scenario("our_lr_warmup_bug", "lr_too_high", "torch", {},
                              "The warm-up never ends.", "Cap the schedule.", _train)]
+    """
+
+
+@hookspec
+def pytest_losstrend_mutations() -> list[Mutation] | None:
+    """Add mutation operators for ``--losstrend-mutate``.
+
+    Return a list of :class:`pytest_losstrend.mutate.Mutation`; each is applied, one at a
+    time, to every marked test that trains through ``losstrend.fit`` (when its ``frameworks``
+    include the test's). The built-in mutations come through this hook too; a ``conftest.py``
+    is called first, so a mutation of the same name replaces a built-in one.
+
+    Example, in a ``conftest.py``:
+
+    .. code-block:: python
+
+        from pytest_losstrend.mutate import Mutation
+
+        def _labels_shuffled(x, y, shuffle):
+            import numpy as np
+
+            return x, np.random.default_rng(0).permutation(np.asarray(y)), shuffle
+
+        def pytest_losstrend_mutations():
+            return [Mutation("labels_shuffled", "targets permuted", on_data=_labels_shuffled)]
     """

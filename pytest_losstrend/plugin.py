@@ -62,6 +62,18 @@ def _parse_seed(value: str) -> int:
     return seed
 
 
+def _parse_percent(value: str) -> float:
+    try:
+        pct = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a percentage from 0 to 100, got {value!r}"
+        ) from None
+    if not 0 <= pct <= 100:
+        raise argparse.ArgumentTypeError(f"expected a percentage from 0 to 100, got {value!r}")
+    return pct
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     """Register the ``--losstrend-*`` options and their ini twins."""
     group = parser.getgroup("losstrend", "loss-trend checks for training loops")
@@ -93,6 +105,36 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="Also run the built-in catalogue of known-bad training configurations as tests "
         "(each must fail with its cause; each healthy twin must pass). Select them alone with "
         "-m losstrend_catalogue.",
+    )
+    group.addoption(
+        "--losstrend-mutate",
+        dest="losstrend_mutate",
+        action="store_true",
+        default=None,
+        help="Re-run each marked test that trains through losstrend.fit under each mutation "
+        "(injected training bug) that applies, and report its mutation score.",
+    )
+    group.addoption(
+        "--losstrend-mutate-fail-under",
+        dest="losstrend_mutate_fail_under",
+        metavar="PCT",
+        type=_parse_percent,
+        default=None,
+        help="With --losstrend-mutate: fail the session when a test's mutation score is below "
+        "PCT percent (otherwise mutants never change the exit status).",
+    )
+    parser.addini(
+        "losstrend_mutate",
+        type="bool",
+        default=False,
+        help="Mutation-test the marked tests that use losstrend.fit (as --losstrend-mutate).",
+    )
+    parser.addini(
+        "losstrend_mutate_fail_under",
+        type="string",
+        default="",
+        help="Fail the session below this mutation score, in percent "
+        "(as --losstrend-mutate-fail-under).",
     )
     parser.addini(
         "losstrend_catalogue",
@@ -139,6 +181,13 @@ class BuiltinRules:
         from .catalogue import builtin_entries
 
         return list(builtin_entries())
+
+    @pytest.hookimpl
+    def pytest_losstrend_mutations(self) -> Any:
+        """The built-in mutations."""
+        from .mutate import builtin_mutations
+
+        return builtin_mutations()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -188,7 +237,18 @@ def pytest_configure(config: pytest.Config) -> None:
     # working directory is when the session ends.
     root = config.invocation_params.dir
     reports = [(fmt, str(root / path) if path else None) for fmt, path in reports]
+    mutate = config.getoption("losstrend_mutate", None)
+    if mutate is None:
+        mutate = bool(config.getini("losstrend_mutate"))
+    fail_under = config.getoption("losstrend_mutate_fail_under", None)
+    if fail_under is None and str(config.getini("losstrend_mutate_fail_under")).strip():
+        try:
+            fail_under = _parse_percent(str(config.getini("losstrend_mutate_fail_under")))
+        except argparse.ArgumentTypeError as exc:
+            raise pytest.UsageError(f"ini option losstrend_mutate_fail_under: {exc}") from None
     session = LossTrendSession(config, seed=seed, reports=reports)
+    session.mutate = bool(mutate)
+    session.fail_under = fail_under
     config.stash[_CONFIG_KEY] = session
     config.pluginmanager.register(session, "losstrend-session")
     config.pluginmanager.register(BuiltinRules(), "losstrend-rules")
@@ -210,6 +270,11 @@ class LossTrendSession:
         self.results: list[dict[str, Any]] = []
         #: Node ids of marked test functions that did not ask for the fixture.
         self.unrequested: set[str] = set()
+        #: --losstrend-mutate, and the score under which the session fails (None: never).
+        self.mutate = False
+        self.fail_under: float | None = None
+        #: Node ids of mutated tests scoring below ``fail_under`` (controller side).
+        self.below: list[str] = []
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Collect the plain-data result a test report carries."""
@@ -217,13 +282,39 @@ class LossTrendSession:
         if data is not None and report.when == "call":
             self.results.append(data)
 
-    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        """Write the requested loss-trend reports."""
-        if not self.reports or hasattr(self.config, "workerinput"):
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        """Fail an otherwise green session when a mutation score is below the threshold."""
+        if self.fail_under is None or hasattr(self.config, "workerinput"):
             return
-        from .report import write_reports
+        from .mutate import below
 
-        write_reports(terminalreporter, self.seed, self.results, self.reports)
+        self.below = sorted({r["nodeid"] for r in self.results if below(r, self.fail_under)})
+        if self.below and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        """Write the requested loss-trend reports (and the mutation scores)."""
+        if hasattr(self.config, "workerinput"):
+            return
+        if self.reports:
+            from .report import write_reports
+
+            write_reports(terminalreporter, self.seed, self.results, self.reports)
+        if self.mutate and not any(fmt == "term" for fmt, _ in self.reports):
+            # The scores are the point of --losstrend-mutate: shown without the table too.
+            from .report import mutation_lines
+
+            lines = mutation_lines(self.results)
+            if lines:
+                terminalreporter.write_sep("=", "loss-trend mutation scores")
+                for ln in lines:
+                    terminalreporter.write_line(ln)
+        if self.below:
+            terminalreporter.write_line(
+                f"losstrend: mutation score below {self.fail_under:g}% "
+                f"(--losstrend-mutate-fail-under): {', '.join(self.below)}",
+                red=True,
+            )
 
 
 _CONFIG_KEY = pytest.StashKey[LossTrendSession]()
@@ -380,6 +471,15 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
         item, lt=lt, marker=name, crit=crit, cause=cause, stop=stop, fixture_requested=requested,
         warnings_seen=[str(w.message) for w in caught],
     )
+    settings = item.config.stash[_CONFIG_KEY]
+    if (
+        settings.mutate and name == MARK_DECREASES and action == "pass" and lt is not None
+        and lt.fit_framework is not None
+    ):
+        # Only a passing test is mutated: a failing one catches every mutant trivially.
+        from .mutate import run_mutants
+
+        run_mutants(item, lt, crit, data)
     item.stash[_RESULT_KEY] = data
     if action == "fail":
         pytest.fail(message, pytrace=False)

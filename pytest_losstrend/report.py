@@ -107,6 +107,18 @@ def term_lines(results: list[dict[str, Any]], width: int = 100) -> list[str]:
     return lines
 
 
+def mutation_lines(results: list[dict[str, Any]]) -> list[str]:
+    """One line per mutated test: its mutation score and the mutants it missed."""
+    from .mutate import score_line
+
+    lines = []
+    for r in sorted(results, key=lambda r: r["nodeid"]):
+        line = score_line(r)
+        if line is not None:
+            lines.append(f"{r['nodeid']}: {line}")
+    return lines
+
+
 def write_reports(
     terminalreporter: Any, seed: int, results: list[dict[str, Any]],
     reports: list[tuple[str, str | None]],
@@ -120,6 +132,8 @@ def write_reports(
                 "=", f"loss trends: {_plural(tests, 'test')}, seed {seed}"
             )
             for ln in term_lines(results, terminalreporter._tw.fullwidth):
+                terminalreporter.write_line(ln)
+            for ln in mutation_lines(results):
                 terminalreporter.write_line(ln)
         elif fmt == "json" and path is not None:
             written = write_json_atomic(path, doc)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .fixture import LossTrend
+    from .mutate import Mutation
 
 #: Learning rates for optimizers given by name (Keras' defaults, so both paths agree).
 DEFAULT_LR = {"sgd": 0.01, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3, "adagrad": 1e-2}
@@ -82,6 +83,13 @@ def run_fit(
             "optimizer steps across epochs, epochs counts whole passes over data"
         )
     kind = _framework(model)
+    # Tells --losstrend-mutate that this test trains through fit, and with what.
+    lt.fit_framework = kind
+    mutation = lt.mutation
+    if mutation is not None and not mutation.applies(kind):
+        from .mutate import MutationNotApplicable
+
+        raise MutationNotApplicable(f"{mutation.name} does not apply to {kind}")
     if kind == "torch":
         _fit_torch(lt, model, data, loss=loss, optimizer=optimizer, steps=steps,
                    epochs=epochs, batch_size=batch_size, shuffle=shuffle, eval_data=eval_data)
@@ -89,6 +97,17 @@ def run_fit(
         _fit_keras(lt, model, data, loss=loss, optimizer=optimizer, steps=steps,
                    epochs=epochs, batch_size=batch_size, shuffle=shuffle, eval_data=eval_data)
     return model, lt.as_dict()
+
+
+def _mutated_arrays(mutation: Mutation, data: Any, shuffle: bool) -> tuple[Any, bool]:
+    """``(X, y)`` and the shuffle flag after the mutation's ``on_data``."""
+    if _data_kind(data, "data") != "arrays":
+        from .mutate import MutationNotApplicable
+
+        # A loader or a dataset decides its own order and contents.
+        raise MutationNotApplicable(f"{mutation.name} needs (X, y) arrays as data")
+    x, y, shuffle = mutation.on_data(data[0], data[1], shuffle)  # type: ignore[misc]
+    return (x, y), shuffle
 
 
 # -- classifying inputs --------------------------------------------------------------------
@@ -284,7 +303,15 @@ def _fit_torch(
             f"class, a name ({', '.join(sorted(TORCH_OPTIMIZERS))}) or (name, lr) like "
             "('sgd', 0.01)"
         )
+    mutation = lt.mutation
+    if mutation is not None and mutation.on_model is not None:
+        mutation.on_model(model, "torch")
     opt = _torch_optimizer(optimizer, model)
+    if mutation is not None and mutation.on_optimizer is not None:
+        opt = mutation.on_optimizer(opt, model, "torch")
+    skip_zero_grad = mutation is not None and mutation.skip_zero_grad
+    if mutation is not None and mutation.on_data is not None:
+        data, shuffle = _mutated_arrays(mutation, data, shuffle)
     class_index = loss_name in CLASS_INDEX_LOSSES
     # The fixture seeded torch; the seed also fixes the shuffling order across runs.
     seed = lt.seed if lt.seed is not None else torch.initial_seed()
@@ -310,7 +337,8 @@ def _fit_torch(
                 # At the first batch, before the forward pass, so the watcher sees its inputs.
                 lt.watch(model, opt, loss_fn=loss_fn, batch=(x, y))
                 watched = True
-            opt.zero_grad()
+            if not skip_zero_grad:
+                opt.zero_grad()
             pred = model(x)
             if done == 0:
                 _check_torch_shapes(pred, y, loss_name, "data")
@@ -413,6 +441,9 @@ def _fit_keras(
 ) -> None:
 
     kind, train = _keras_data(data, "data")
+    mutation = lt.mutation
+    if mutation is not None and mutation.on_data is not None:
+        train, shuffle = _mutated_arrays(mutation, train, shuffle)
     held = None
     if eval_data is not None:
         held_kind, held = _keras_data(eval_data, "eval_data")
@@ -440,6 +471,13 @@ def _fit_keras(
         # Keras aligns the ranks ((N,) against (N, 1) is fine); differing widths broadcast.
         if tuple(d for d in pred if d != 1) != tuple(d for d in target if d != 1):
             raise ValueError(_shape_error((-1, *pred), (-1, *target), label, "data"))
+    if mutation is not None and mutation.on_model is not None:
+        if not getattr(model, "built", True):
+            model(xs[:1])  # builds the weights the mutation acts on
+        mutation.on_model(model, "keras")
+    if mutation is not None and mutation.on_optimizer is not None:
+        # In place: the compiled model keeps its own optimizer object.
+        mutation.on_optimizer(model.optimizer, model, "keras")
     if not any(getattr(w, "model", None) is model for w in lt._watchers):
         lt.watch(model, batch=(xs, ys))
 
