@@ -115,8 +115,12 @@ def main(argv: list[str] | None = None) -> int:
         base = sum(caught(setup, None, s) for s in range(args.seeds))
         for op_name, make in ops.items():
             found = [smallest(setup, make, s) for s in range(args.seeds)]
-            vals = sorted(v for v in found if v is not None)
-            med = f"x{vals[len(vals) // 2]:.3g}" if vals else "not within x1e4"
+            # Not caught within x1e4 sorts above every multiplier found.
+            ranked = sorted(found, key=lambda v: math.inf if v is None else v)
+            mid = ranked[len(ranked) // 2]
+            med = f"x{mid:.3g}" if mid is not None else "not within x1e4"
+            if mid is not None and None in found:
+                med += f" ({sum(v is None for v in found)} seeds: not within x1e4)"
             per = ", ".join(f"{v:.3g}" if v else "-" for v in found)
             print(f"| {name} | {op_name} | {med} | {per} | {base}/{args.seeds} |")
     return 0
