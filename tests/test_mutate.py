@@ -182,3 +182,17 @@ def test_mutation_applies_and_score_line() -> None:
     assert score_line(data) == "mutation score 1/2 (50%): missed b"
     assert score_line({}) is None
     assert pytest_losstrend.mutate.below(data, 60) and not pytest_losstrend.mutate.below(data, 50)
+
+
+def test_example_scores_sound_torch_and_keras_tests_fully(pytester: pytest.Pytester) -> None:
+    """The example file's sound tests (torch and Keras) catch every mutant that applies; its
+    weak test does not."""
+    example = Path(__file__).resolve().parents[1] / "examples" / "test_fit_and_mutation.py"
+    pytester.makepyfile(test_example=example.read_text())
+    result = pytester.runpytest_subprocess("--losstrend-mutate", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines_random([
+        "*test_keras_fit: mutation score 6/6 (100%)",
+        "*test_sound: mutation score 8/8 (100%)",
+        "*test_weak: mutation score */8 *: missed *",
+    ])
