@@ -63,6 +63,13 @@ def _g(v: Any) -> str:
     return f"{v:.3g}" if isinstance(v, (int, float)) else "-"
 
 
+def _drop(drop: Any) -> str:
+    if not isinstance(drop, float):
+        return "-"
+    # A many-fold rise reads better as a factor than as a -1e9% drop.
+    return f"{100 * drop:.0f}%" if drop > -1.0 else f"x{1.0 - drop:.3g}"
+
+
 def term_lines(results: list[dict[str, Any]], width: int = 100) -> list[str]:
     """The terminal table: one row per test and series."""
     rows: list[tuple[Any, ...]] = []
@@ -79,7 +86,7 @@ def term_lines(results: list[dict[str, Any]], width: int = 100) -> list[str]:
             rows.append((
                 r["nodeid"].rsplit("/", 1)[-1], name, str(len(s["losses"])),
                 f"{_g(st.get('start'))} -> {_g(st.get('end'))}",
-                f"{100 * st['drop']:.0f}%" if isinstance(st.get("drop"), float) else "-",
+                _drop(st.get("drop")),
                 status, top, s["losses"],
             ))
     if not rows:
