@@ -6,7 +6,7 @@ through the same hook, as the plugin ``losstrend-rules``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -88,4 +88,23 @@ def pytest_losstrend_mutations() -> list[Mutation] | None:
 
         def pytest_losstrend_mutations():
             return [Mutation("labels_shuffled", "targets permuted", on_data=_labels_shuffled)]
+    """
+
+
+@hookspec
+def pytest_losstrend_report(report: dict[str, Any], config: pytest.Config) -> None:
+    """Receive the finished loss-trend report document (a sink).
+
+    Called once per session, on the pytest-xdist controller when distributed, with the
+    ``losstrend-report/1`` document as plain data (``report["tests"]``...). The built-in file
+    reports (``json:PATH``, ``md:PATH``) are written by an implementation of this hook.
+
+    Example, in a ``conftest.py``:
+
+    .. code-block:: python
+
+        def pytest_losstrend_report(report, config):
+            failing = [t["nodeid"] for t in report["tests"]
+                       if t["verdict"] and t["verdict"]["status"] == "fail"]
+            print("loss-trend failures:", failing)
     """

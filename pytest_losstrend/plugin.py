@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 MARK_DECREASES = "loss_decreases"
 MARK_FAILS = "loss_fails"
 SEED_ARG = "_losstrend_seed_index"
-REPORT_FORMATS = ("term", "json")
+REPORT_FORMATS = ("term", "json", "md")
 
 _LT_KEY = pytest.StashKey["LossTrend"]()
 _RESULT_KEY = pytest.StashKey[dict[str, Any]]()
@@ -85,8 +85,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         nargs="?",
         const="term",
         type=_parse_report,
-        help="Write a loss-trend report: term (a table in the terminal), json:PATH. "
-        "Repeatable.",
+        help="Write a loss-trend report: term (a table in the terminal), json:PATH, md:PATH "
+        "(Markdown, for a CI job summary). Repeatable.",
     )
     group.addoption(
         "--losstrend-seed",
@@ -181,6 +181,17 @@ class BuiltinRules:
         from .catalogue import builtin_entries
 
         return list(builtin_entries())
+
+    @pytest.hookimpl
+    def pytest_losstrend_report(self, report: dict[str, Any], config: pytest.Config) -> None:
+        """Write the requested file reports (json, md) from the finished document."""
+        from .report import write_files
+
+        session = config.stash[_CONFIG_KEY]
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        for kind, path in write_files(report, session.reports):
+            if reporter is not None:
+                reporter.write_line(f"losstrend: {kind} report written to {path}")
 
     @pytest.hookimpl
     def pytest_losstrend_mutations(self) -> Any:
@@ -296,10 +307,16 @@ class LossTrendSession:
         """Write the requested loss-trend reports (and the mutation scores)."""
         if hasattr(self.config, "workerinput"):
             return
-        if self.reports:
-            from .report import write_reports
+        if any(fmt == "term" for fmt, _ in self.reports):
+            from .report import write_term
 
-            write_reports(terminalreporter, self.seed, self.results, self.reports)
+            write_term(terminalreporter, self.seed, self.results)
+        if self.results or self.reports:
+            from .report import final_document
+
+            self.config.hook.pytest_losstrend_report(
+                report=final_document(self.seed, self.results), config=self.config
+            )
         if self.mutate and not any(fmt == "term" for fmt, _ in self.reports):
             # The scores are the point of --losstrend-mutate: shown without the table too.
             from .report import mutation_lines
@@ -481,11 +498,24 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
 
         run_mutants(item, lt, crit, data)
     item.stash[_RESULT_KEY] = data
+    _junit_properties(item, data)
     if action == "fail":
         pytest.fail(message, pytrace=False)
     if action == "skip":
         pytest.skip(message)
     return result
+
+
+def _junit_properties(item: pytest.Item, data: dict[str, Any]) -> None:
+    """The verdict, top cause, start and end loss as JUnit XML properties (--junitxml)."""
+    verdict = data.get("verdict") or {}
+    stats = verdict.get("stats", {})
+    props = [("losstrend_verdict", verdict.get("status")),
+             ("losstrend_reason", verdict.get("reason")),
+             ("losstrend_top_cause", (data.get("diagnoses") or [{}])[0].get("cause")),
+             ("losstrend_start", stats.get("start")),
+             ("losstrend_end", stats.get("end"))]
+    item.user_properties.extend((k, v) for k, v in props if v is not None)
 
 
 def _reemit(caught: list[warnings.WarningMessage]) -> None:

@@ -126,22 +126,93 @@ def mutation_lines(results: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def write_reports(
-    terminalreporter: Any, seed: int, results: list[dict[str, Any]],
-    reports: list[tuple[str, str | None]],
-) -> None:
-    """Write every requested report; the terminal one into the pytest summary."""
-    doc = _finite_json(report_document(seed, results))
-    for fmt, path in reports:
-        if fmt == "term":
-            tests = len({r["nodeid"] for r in results})
-            terminalreporter.write_sep(
-                "=", f"loss trends: {_plural(tests, 'test')}, seed {seed}"
+def write_term(terminalreporter: Any, seed: int, results: list[dict[str, Any]]) -> None:
+    """The terminal report, into the pytest summary."""
+    tests = len({r["nodeid"] for r in results})
+    terminalreporter.write_sep("=", f"loss trends: {_plural(tests, 'test')}, seed {seed}")
+    for ln in term_lines(results, terminalreporter._tw.fullwidth):
+        terminalreporter.write_line(ln)
+    for ln in mutation_lines(results):
+        terminalreporter.write_line(ln)
+
+
+def final_document(seed: int, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The finished report document as plain JSON-able data (what the sink hook receives)."""
+    doc: dict[str, Any] = _finite_json(report_document(seed, results))
+    return doc
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def _md_cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_report(doc: dict[str, Any]) -> str:
+    """A Markdown summary of the report document, sized for a CI job summary."""
+    tests = doc["tests"]
+    statuses = [t["verdict"]["status"] for t in tests if t.get("verdict")]
+    counts = ", ".join(f"{statuses.count(s)} {s}" for s in ("pass", "fail", "inconclusive")
+                       if statuses.count(s))
+    lines = [
+        "## Loss trends",
+        "",
+        f"{_plural(len(tests), 'test')} (seed {doc['seed']}){': ' + counts if counts else ''}.",
+        "",
+        "| test | series | steps | start → end | drop | verdict | top cause | curve |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for t in tests:
+        judged = t["criteria"].get("series")
+        for name, s in t["series"].items():
+            v = s["verdict"]
+            st = v.get("stats", {})
+            is_judged = name == judged and t.get("verdict") is not None
+            status = v["status"].upper() if is_judged else v["status"]
+            if is_judged and t.get("marker") == "loss_fails" and v["status"] == "fail":
+                status = "XFAIL"
+            top = t["diagnoses"][0]["cause"] if is_judged and t["diagnoses"] else v.get("kind")
+            lines.append(
+                f"| `{_md_cell(t['nodeid'])}` | {name} | {len(s['losses'])} | "
+                f"{_g(st.get('start'))} → {_g(st.get('end'))} | {_drop(st.get('drop'))} | "
+                f"{status} | {_md_cell(top)} | {sparkline(s['losses'], 24)} |"
             )
-            for ln in term_lines(results, terminalreporter._tw.fullwidth):
-                terminalreporter.write_line(ln)
-            for ln in mutation_lines(results):
-                terminalreporter.write_line(ln)
-        elif fmt == "json" and path is not None:
-            written = write_json_atomic(path, doc)
-            terminalreporter.write_line(f"losstrend: JSON report written to {written}")
+    failing = [t for t in tests if t.get("verdict") and t["verdict"]["status"] == "fail"
+               and t.get("marker") != "loss_fails"]
+    if failing:
+        lines += ["", "### Failing", ""]
+        for t in failing:
+            lines.append(f"- `{_md_cell(t['nodeid'])}`: {_md_cell(t['verdict']['reason'])}")
+            for d in t["diagnoses"][:2]:
+                lines.append(f"  - **{d['cause']}** ({d['confidence']:.2f}): "
+                             f"{_md_cell(d['evidence'])}. Fix: {_md_cell(d['fix'])}")
+    return "\n".join(lines) + "\n"
+
+
+def write_files(
+    doc: dict[str, Any], reports: list[tuple[str, str | None]]
+) -> list[tuple[str, Path]]:
+    """Write the requested file reports (json, md) from the finished document; returns each
+    format's name and the path written."""
+    written: list[tuple[str, Path]] = []
+    for fmt, path in reports:
+        if path is None:
+            continue
+        if fmt == "json":
+            written.append(("JSON", write_json_atomic(path, doc)))
+        elif fmt == "md":
+            written.append(("Markdown", write_text_atomic(path, markdown_report(doc))))
+    return written

@@ -1,0 +1,85 @@
+"""The Markdown report, JUnit properties and the report sink hook."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+
+import pytest
+
+# Imported before pytester snapshots the modules: numpy cannot be loaded twice in one process.
+import pytest_losstrend.diagnosis
+import pytest_losstrend.report
+import pytest_losstrend.runner  # noqa: F401
+
+SUITE = """
+import pytest
+
+@pytest.mark.loss_decreases
+def test_falls(losstrend):
+    for i in range(40):
+        losstrend.record(1.0 / (1 + i) + 0.01 * (i % 3))
+
+@pytest.mark.loss_decreases
+def test_rises(losstrend):
+    for i in range(40):
+        losstrend.record(1.0 + 0.1 * i)
+
+@pytest.mark.loss_fails
+def test_known_bad(losstrend):
+    for i in range(40):
+        losstrend.record(1.0 + 0.1 * i)
+"""
+
+
+def test_markdown_report(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_curves=SUITE)
+    result = pytester.runpytest_inprocess("--losstrend-report=md:out/summary.md")
+    result.assert_outcomes(passed=2, failed=1)
+    text = (pytester.path / "out" / "summary.md").read_text()
+    assert text.startswith("## Loss trends\n")
+    assert "3 tests (seed 0): 1 pass, 2 fail." in text
+    assert "| `test_curves.py::test_falls` | train | 40 |" in text
+    assert "| XFAIL |" in text and "| FAIL |" in text
+    assert "### Failing" in text and "`test_curves.py::test_rises`" in text
+    assert "test_known_bad`:" not in text.split("### Failing")[1]
+    result.stdout.fnmatch_lines(["losstrend: Markdown report written to */out/summary.md"])
+
+
+def test_junit_properties(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_curves=SUITE)
+    pytester.runpytest_inprocess("--junitxml=junit.xml")
+    root = ET.parse(pytester.path / "junit.xml").getroot()
+    props = {
+        case.get("name"): {p.get("name"): p.get("value") for p in case.iter("property")}
+        for case in root.iter("testcase")
+    }
+    assert props["test_falls"]["losstrend_verdict"] == "pass"
+    assert props["test_rises"]["losstrend_verdict"] == "fail"
+    assert float(props["test_rises"]["losstrend_end"]) > float(
+        props["test_rises"]["losstrend_start"])
+    assert "losstrend_reason" in props["test_rises"]
+
+
+def test_sink_hook_receives_the_document(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        """
+        import json
+
+        def pytest_losstrend_report(report, config):
+            with open("sink.json", "w") as fh:
+                json.dump({"schema": report["schema"],
+                           "nodeids": [t["nodeid"] for t in report["tests"]]}, fh)
+        """
+    )
+    pytester.makepyfile(test_curves=SUITE)
+    pytester.runpytest_inprocess()
+    got = json.loads((pytester.path / "sink.json").read_text())
+    assert got["schema"] == "losstrend-report/1"
+    assert len(got["nodeids"]) == 3
+
+
+def test_md_needs_a_path(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_inprocess("--losstrend-report=md")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*the md report needs a path*"])
