@@ -22,18 +22,8 @@ def report_document(seed: int, results: list[dict[str, Any]]) -> dict[str, Any]:
 
 def write_json_atomic(path: str | os.PathLike[str], doc: Any) -> Path:
     """Write ``doc`` as JSON to ``path`` through a temporary file and a rename."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, indent=1, allow_nan=False, default=_json_default)
-            fh.write("\n")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    text = json.dumps(doc, indent=1, allow_nan=False, default=_json_default) + "\n"
+    return write_text_atomic(path, text)
 
 
 def _json_default(obj: Any) -> Any:
@@ -70,24 +60,37 @@ def _drop(drop: Any) -> str:
     return f"{100 * drop:.0f}%" if drop > -1.0 else f"x{1.0 - drop:.3g}"
 
 
+def series_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per recorded series of a test: what the terminal and Markdown tables show."""
+    rows = []
+    for name, s in result["series"].items():
+        v = s["verdict"]
+        st = v.get("stats", {})
+        judged = result["criteria"].get("series") == name and result.get("verdict") is not None
+        # The judged series' verdict in capitals; the others are shown for information.
+        status = v["status"].upper() if judged else v["status"]
+        if judged and result.get("marker") == "loss_fails" and v["status"] == "fail":
+            # A known-bad configuration failing as it should: pytest's word for it.
+            status = "XFAIL"
+        diagnoses = result.get("diagnoses") or []
+        rows.append({
+            "series": name, "steps": len(s["losses"]), "start": _g(st.get("start")),
+            "end": _g(st.get("end")), "drop": _drop(st.get("drop")), "status": status,
+            "why": diagnoses[0]["cause"] if judged and diagnoses else v.get("kind", ""),
+            "losses": s["losses"],
+        })
+    return rows
+
+
 def term_lines(results: list[dict[str, Any]], width: int = 100) -> list[str]:
     """The terminal table: one row per test and series."""
     rows: list[tuple[Any, ...]] = []
     for r in sorted(results, key=lambda r: r["nodeid"]):
-        for name, s in r["series"].items():
-            v = s["verdict"]
-            st = v.get("stats", {})
-            judged = r["criteria"].get("series") == name and r.get("verdict") is not None
-            status = v["status"].upper() if judged else v["status"]
-            if judged and r.get("marker") == "loss_fails" and v["status"] == "fail":
-                # A known-bad configuration failing as it should: pytest's word for it.
-                status = "XFAIL"
-            top = r["diagnoses"][0]["cause"] if judged and r["diagnoses"] else v.get("kind", "")
+        for sr in series_rows(r):
             rows.append((
-                r["nodeid"].rsplit("/", 1)[-1], name, str(len(s["losses"])),
-                f"{_g(st.get('start'))} -> {_g(st.get('end'))}",
-                _drop(st.get("drop")),
-                status, top, s["losses"],
+                r["nodeid"].rsplit("/", 1)[-1], sr["series"], str(sr["steps"]),
+                f"{sr['start']} -> {sr['end']}", sr["drop"], sr["status"], sr["why"],
+                sr["losses"],
             ))
     if not rows:
         return ["no test recorded a loss"]
@@ -106,8 +109,8 @@ def term_lines(results: list[dict[str, Any]], width: int = 100) -> list[str]:
         return "  ".join([*out, spark]).rstrip()
 
     lines = [line(head, "curve")]
-    for row in rows:
-        lines.append(line(row[:7], sparkline(row[7], spark_w)))
+    for cells in rows:
+        lines.append(line(cells[:7], sparkline(cells[7], spark_w)))
     for r in sorted(results, key=lambda r: r["nodeid"]):
         for note in r.get("warnings") or []:
             lines.append(f"warning: {r['nodeid']}: {note}")
@@ -176,19 +179,11 @@ def markdown_report(doc: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for t in tests:
-        judged = t["criteria"].get("series")
-        for name, s in t["series"].items():
-            v = s["verdict"]
-            st = v.get("stats", {})
-            is_judged = name == judged and t.get("verdict") is not None
-            status = v["status"].upper() if is_judged else v["status"]
-            if is_judged and t.get("marker") == "loss_fails" and v["status"] == "fail":
-                status = "XFAIL"
-            top = t["diagnoses"][0]["cause"] if is_judged and t["diagnoses"] else v.get("kind")
+        for row in series_rows(t):
             lines.append(
-                f"| `{_md_cell(t['nodeid'])}` | {name} | {len(s['losses'])} | "
-                f"{_g(st.get('start'))} → {_g(st.get('end'))} | {_drop(st.get('drop'))} | "
-                f"{status} | {_md_cell(top)} | {sparkline(s['losses'], 24)} |"
+                f"| `{_md_cell(t['nodeid'])}` | {row['series']} | {row['steps']} | "
+                f"{row['start']} → {row['end']} | {row['drop']} | {row['status']} | "
+                f"{_md_cell(row['why'])} | {sparkline(row['losses'], 24)} |"
             )
     failing = [t for t in tests if t.get("verdict") and t["verdict"]["status"] == "fail"
                and t.get("marker") != "loss_fails"]
