@@ -12,6 +12,8 @@ from typing import Any
 from .render import sparkline
 
 SCHEMA = "losstrend-report/1"
+#: The JSON Schema of the report document, shipped in the package.
+SCHEMA_PATH = Path(__file__).with_name("schemas") / "losstrend-report-1.schema.json"
 
 
 def report_document(seed: int, results: list[dict[str, Any]]) -> dict[str, Any]:

@@ -91,7 +91,12 @@ def mut_pytester(lt_pytester: pytest.Pytester) -> pytest.Pytester:
 
 
 def _tests(path: Path) -> dict[str, dict[str, Any]]:
+    import jsonschema
+
+    from pytest_losstrend.report import SCHEMA_PATH
+
     doc = json.loads(path.read_text())
+    jsonschema.validate(doc, json.loads(SCHEMA_PATH.read_text()))
     return {t["nodeid"].rsplit("::", 1)[-1]: t for t in doc["tests"]}
 
 

@@ -15,8 +15,13 @@ import pytest
 
 
 def _report(path: Path) -> dict[str, Any]:
-    """The JSON loss-trend report written at ``path``."""
+    """The JSON loss-trend report written at ``path``, validated against the shipped schema."""
+    import jsonschema
+
+    from pytest_losstrend.report import SCHEMA_PATH
+
     data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    jsonschema.validate(data, json.loads(SCHEMA_PATH.read_text()))
     return data
 
 

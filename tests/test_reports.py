@@ -83,3 +83,57 @@ def test_md_needs_a_path(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_inprocess("--losstrend-report=md")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*the md report needs a path*"])
+
+
+VARIED = """
+import pytest
+
+@pytest.mark.loss_decreases
+def test_falls(losstrend):
+    for i in range(40):
+        losstrend.record(1.0 / (1 + i) + 0.01 * (i % 3))
+    losstrend.record(0.5, series="eval")
+
+@pytest.mark.loss_decreases
+def test_nan(losstrend):
+    for v in [1.0, 0.9, float("nan")]:
+        losstrend.record(v)
+
+@pytest.mark.loss_fails
+def test_known_bad(losstrend):
+    for i in range(40):
+        losstrend.record(1.0 + 0.1 * i)
+
+@pytest.mark.loss_decreases
+def test_short(losstrend):
+    for v in [1.0, 0.9, 1.1]:
+        losstrend.record(v)
+
+def test_unmarked(losstrend):
+    losstrend.record([3.0, 2.0, 1.0])
+"""
+
+
+def _validate(doc: dict[str, object]) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    from pytest_losstrend.report import SCHEMA_PATH
+
+    jsonschema.validate(doc, json.loads(SCHEMA_PATH.read_text()))
+
+
+def test_json_report_matches_the_shipped_schema(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_varied=VARIED)
+    result = pytester.runpytest_inprocess("--losstrend-report=json:r.json")
+    result.assert_outcomes(passed=3, failed=1, skipped=1)
+    doc = json.loads((pytester.path / "r.json").read_text())
+    _validate(doc)
+    assert {t["nodeid"].split("::")[1] for t in doc["tests"]} == {
+        "test_falls", "test_nan", "test_known_bad", "test_short", "test_unmarked"}
+    nan_test = next(t for t in doc["tests"] if t["nodeid"].endswith("test_nan"))
+    assert nan_test["series"]["train"]["losses"][-1] == "nan"
+
+
+def test_schema_rejects_a_foreign_document() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    with pytest.raises(jsonschema.ValidationError):
+        _validate({"schema": "something-else/1", "seed": 0, "tests": []})
