@@ -287,6 +287,30 @@ class LossTrendSession:
         #: Node ids of mutated tests scoring below ``fail_under`` (controller side).
         self.below: list[str] = []
 
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        """With reports requested, turn SIGTERM (a CI runner's cancel) into an interrupt, so
+        that pytest's summary, and with it every report, is still written for the tests that
+        finished. A handler someone else installed is left alone."""
+        if not self.reports or hasattr(self.config, "workerinput"):
+            return
+        import signal
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
+            self._sigterm_installed = True
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        """Restore the default SIGTERM handling."""
+        if getattr(self, "_sigterm_installed", False):
+            import signal
+
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            self._sigterm_installed = False
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Collect the plain-data result a test report carries."""
         data = getattr(report, REPORT_ATTR, None)
@@ -335,6 +359,10 @@ class LossTrendSession:
 
 
 _CONFIG_KEY = pytest.StashKey[LossTrendSession]()
+
+
+def _sigterm_to_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum} (SIGTERM)")
 
 
 def pytest_report_header(config: pytest.Config) -> str:

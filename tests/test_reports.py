@@ -137,3 +137,36 @@ def test_schema_rejects_a_foreign_document() -> None:
     jsonschema = pytest.importorskip("jsonschema")
     with pytest.raises(jsonschema.ValidationError):
         _validate({"schema": "something-else/1", "seed": 0, "tests": []})
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_interrupted_run_still_writes_its_reports(pytester: pytest.Pytester, signame: str) -> None:
+    """Ctrl-C or a CI runner's SIGTERM mid-run: the tests that finished are in the report."""
+    pytester.makepyfile(
+        test_interrupted=f"""
+        import os, signal, time
+        import pytest
+
+        @pytest.mark.loss_decreases
+        def test_finished(losstrend):
+            for i in range(30):
+                losstrend.record(1.0 / (1 + i))
+
+        def test_interrupt():
+            os.kill(os.getpid(), signal.{signame})
+            time.sleep(2)
+
+        @pytest.mark.loss_decreases
+        def test_never_ran(losstrend):
+            losstrend.record([1.0, 0.5])
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--losstrend-report=json:r.json", "--losstrend-report=md:r.md"
+    )
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    doc = json.loads((pytester.path / "r.json").read_text())
+    _validate(doc)
+    assert [t["nodeid"] for t in doc["tests"]] == ["test_interrupted.py::test_finished"]
+    assert "test_finished" in (pytester.path / "r.md").read_text()
+    assert not list(pytester.path.glob(".r.json.*.tmp"))
