@@ -194,8 +194,7 @@ def diagnosis_table(runs: list[dict[str, Any]]) -> str:
             continue
         ev = Evidence(optimizer=run.get("optimizer"), lr=[float(run["lr"])] if run.get("lr")
                       else [])
-        ctx = context_for(series, judged, verdict, evidence=ev,
-                          judge_other=lambda n, v: judge(np.asarray(v), Criteria(series=n)))
+        ctx = context_for(series, judged, verdict, evidence=ev)
         ranked = rank(builtin_diagnoses(ctx))
         rows[(run["config"], cause + (" (watch)" if needs_watch else ""))].append(
             ranked[0].cause if ranked else "-")

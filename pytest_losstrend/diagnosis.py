@@ -568,18 +568,20 @@ def passing_warnings(ctx: DiagnosisContext) -> list[str]:
 def context_for(
     series: dict[str, list[float]], judged: str, verdict: Verdict,
     *, evidence: Evidence | None = None, warnings: list[str] | None = None,
-    judge_other: Callable[[str, list[float]], Verdict] | None = None,
 ) -> DiagnosisContext:
-    """Build a context, judging the series other than ``judged`` with ``judge_other``."""
+    """Build a context; the series other than ``judged`` are judged with the default criteria
+    (the rules compare them, e.g. a falling train curve beside a climbing eval curve)."""
     if evidence is not None and evidence.first_loss is None:
         first = next(iter(series.get("train") or series.get(judged) or []), None)
         if first is not None and math.isfinite(first):
             evidence.first_loss = float(first)
+    from .criteria import Criteria
+    from .trend import judge
+
     verdicts = {judged: verdict}
-    if judge_other is not None:
-        for name, values in series.items():
-            if name != judged:
-                verdicts[name] = judge_other(name, values)
+    for name, values in series.items():
+        if name != judged:
+            verdicts[name] = judge(np.asarray(values, dtype=np.float64), Criteria(series=name))
     return DiagnosisContext(series=series, judged=judged, verdict=verdict, verdicts=verdicts,
                             evidence=evidence, warnings=list(warnings or []))
 

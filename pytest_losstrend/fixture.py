@@ -263,10 +263,7 @@ class LossTrend:
             return verdict
         from .diagnosis import builtin_diagnoses, context_for, with_diagnoses
 
-        ctx = context_for(
-            self.as_dict(), crit.series, verdict, evidence=self.evidence,
-            judge_other=lambda name, values: judge(self.array(name), Criteria(series=name)),
-        )
+        ctx = context_for(self.as_dict(), crit.series, verdict, evidence=self.evidence)
         return with_diagnoses(verdict, builtin_diagnoses(ctx))
 
     def assert_decreases(self, **criteria: Any) -> Verdict:

@@ -117,15 +117,9 @@ def _diagnose(
     if crit.series not in series:
         return verdict, []
 
-    def judge_other(name: str, values: list[float]) -> Verdict:
-        import numpy as np
-
-        return judge(np.asarray(values, dtype=np.float64), Criteria(series=name))
-
     if verdict.status == "fail" and lt.evidence is not None and lt.evidence.sharpness is None:
         lt.measure_sharpness()
-    ctx = context_for(series, crit.series, verdict, evidence=lt.evidence, warnings=seen,
-                      judge_other=judge_other)
+    ctx = context_for(series, crit.series, verdict, evidence=lt.evidence, warnings=seen)
     if verdict.ok:
         return verdict, passing_warnings(ctx)
     found = item.config.hook.pytest_losstrend_diagnose(context=ctx)

@@ -730,12 +730,8 @@ class ScenarioRun:
             return self.verdict
         evidence: Evidence | None = self.lt.evidence if use_evidence else None
         ctx = context_for(series, self.criteria.series, self.verdict, evidence=evidence,
-                          warnings=self.warnings, judge_other=_judge_other)
+                          warnings=self.warnings)
         return with_diagnoses(self.verdict, builtin_diagnoses(ctx))
-
-
-def _judge_other(name: str, values: list[float]) -> Verdict:
-    return judge(np.asarray(values, dtype=np.float64), Criteria(series=name))
 
 
 def execute(scenario: Scenario, *, bad: bool, seed: int, fail_fast: bool = True) -> ScenarioRun:
