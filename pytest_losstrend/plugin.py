@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 MARK_DECREASES = "loss_decreases"
 MARK_FAILS = "loss_fails"
 SEED_ARG = "_losstrend_seed_index"
-REPORT_FORMATS = ("term", "json", "md")
+REPORT_FORMATS = ("term", "json", "html", "md")
 
 _LT_KEY = pytest.StashKey["LossTrend"]()
 _RESULT_KEY = pytest.StashKey[dict[str, Any]]()
@@ -85,8 +85,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         nargs="?",
         const="term",
         type=_parse_report,
-        help="Write a loss-trend report: term (a table in the terminal), json:PATH, md:PATH "
-        "(Markdown, for a CI job summary). Repeatable.",
+        help="Write a loss-trend report: term (a table in the terminal), json:PATH, html:PATH "
+        "(one self-contained page with a chart per series), md:PATH (Markdown, for a CI job "
+        "summary). Repeatable.",
     )
     group.addoption(
         "--losstrend-seed",
@@ -122,6 +123,74 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="With --losstrend-mutate: fail the session when a test's mutation score is below "
         "PCT percent (otherwise mutants never change the exit status).",
+    )
+    group.addoption(
+        "--losstrend-save",
+        dest="losstrend_save",
+        metavar="NAME",
+        nargs="?",
+        const="default",
+        default=None,
+        help="Save the loss curves of the passing marked tests as baseline NAME (default: "
+        "'default') under the baseline folder. Runs under a new --losstrend-seed are added "
+        "beside the saved ones; a saved run is replaced only with --losstrend-update.",
+    )
+    group.addoption(
+        "--losstrend-compare",
+        dest="losstrend_compare",
+        metavar="NAME",
+        nargs="?",
+        const="default",
+        default=None,
+        help="Compare each marked test's curves with baseline NAME (default: 'default') and "
+        "show the figures. Fails nothing unless --losstrend-compare-fail is given.",
+    )
+    group.addoption(
+        "--losstrend-compare-fail",
+        dest="losstrend_compare_fail",
+        metavar="EXPR",
+        action="append",
+        default=None,
+        help="Fail a marked test whose curve regressed against the baseline (implies "
+        "--losstrend-compare): comma-separated final:PCT (end level), auc:PCT (mean loss), "
+        "steps_to:LEVEL:PCT (steps until the loss reaches LEVEL), each PCT above the band "
+        "of the baseline's runs. E.g. final:10%,auc:15%.",
+    )
+    group.addoption(
+        "--losstrend-update",
+        dest="losstrend_update",
+        action="store_true",
+        default=None,
+        help="Let --losstrend-save replace runs already saved for the same test and seed "
+        "(implies --losstrend-save).",
+    )
+    group.addoption(
+        "--losstrend-baseline-dir",
+        dest="losstrend_baseline_dir",
+        metavar="DIR",
+        default=None,
+        help="Folder of the baseline files, relative to the rootdir (default: .losstrend).",
+    )
+    parser.addini(
+        "losstrend_save", type="string", default="",
+        help="Save baselines under this name (as --losstrend-save=NAME).",
+    )
+    parser.addini(
+        "losstrend_compare", type="string", default="",
+        help="Compare with the baseline of this name (as --losstrend-compare=NAME).",
+    )
+    parser.addini(
+        "losstrend_compare_fail", type="string", default="",
+        help="Gate expression, e.g. final:10%,auc:15% (as --losstrend-compare-fail).",
+    )
+    parser.addini(
+        "losstrend_update", type="bool", default=False,
+        help="Replace saved baseline runs (as --losstrend-update).",
+    )
+    parser.addini(
+        "losstrend_baseline_dir", type="string", default=".losstrend",
+        help="Folder of the baseline files, relative to the rootdir (as "
+        "--losstrend-baseline-dir).",
     )
     parser.addini(
         "losstrend_mutate",
@@ -184,7 +253,7 @@ class BuiltinRules:
 
     @pytest.hookimpl
     def pytest_losstrend_report(self, report: dict[str, Any], config: pytest.Config) -> None:
-        """Write the requested file reports (json, md) from the finished document."""
+        """Write the requested file reports (json, html, md) from the finished document."""
         from .report import write_files
 
         session = config.stash[_CONFIG_KEY]
@@ -260,9 +329,78 @@ def pytest_configure(config: pytest.Config) -> None:
     session = LossTrendSession(config, seed=seed, reports=reports)
     session.mutate = bool(mutate)
     session.fail_under = fail_under
+    workerinput = getattr(config, "workerinput", None)
+    sent = workerinput.get("losstrend") if isinstance(workerinput, dict) else None
+    if sent is not None:
+        # A pytest-xdist worker runs with the controller's resolved settings, so a seed or a
+        # baseline folder resolved against the controller's directories is the same here.
+        session.seed = int(sent["seed"])
+        session.mutate = bool(sent["mutate"])
+        if sent["baselines"] is not None:
+            from .baseline import BaselineSettings
+
+            session.baselines = BaselineSettings.from_plain(sent["baselines"])
+    else:
+        session.baselines = _baseline_settings(config)
+    if session.baselines is not None:
+        from .baseline import BaselineError
+
+        try:
+            session.baselines.load_files()
+        except BaselineError as exc:
+            raise pytest.UsageError(f"losstrend: {exc}") from None
     config.stash[_CONFIG_KEY] = session
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(XdistHooks(session), "losstrend-xdist")
     config.pluginmanager.register(session, "losstrend-session")
     config.pluginmanager.register(BuiltinRules(), "losstrend-rules")
+
+
+def _baseline_settings(config: pytest.Config) -> Any:
+    """The resolved baseline options (None when the run neither saves nor compares)."""
+    from pathlib import Path
+
+    def opt(name: str) -> Any:
+        value = config.getoption(name, None)
+        if value is None or value is False:
+            value = config.getini(name)
+            if isinstance(value, str):
+                value = value.strip() or None
+        return value
+
+    fails = config.getoption("losstrend_compare_fail", None)
+    fail = ",".join(fails) if fails else (str(config.getini("losstrend_compare_fail")).strip()
+                                          or None)
+    save, compare, update = opt("losstrend_save"), opt("losstrend_compare"), opt("losstrend_update")
+    if not (save or compare or fail or update):
+        return None
+    from .baseline import BaselineError, BaselineSettings
+
+    directory = Path(opt("losstrend_baseline_dir") or ".losstrend")
+    try:
+        return BaselineSettings.resolve(
+            directory=config.rootpath / directory, save=save, compare=compare, fail=fail,
+            update=bool(update),
+        )
+    except BaselineError as exc:
+        raise pytest.UsageError(f"losstrend: {exc}") from None
+
+
+class XdistHooks:
+    """Sends the controller's resolved settings to each pytest-xdist worker."""
+
+    def __init__(self, session: LossTrendSession) -> None:
+        self.session = session
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        """Put the seed and the run settings into the worker's ``workerinput``."""
+        b = self.session.baselines
+        node.workerinput["losstrend"] = {
+            "seed": self.session.seed,
+            "mutate": self.session.mutate,
+            "baselines": b.as_plain() if b is not None else None,
+        }
 
 
 class LossTrendSession:
@@ -286,6 +424,9 @@ class LossTrendSession:
         self.fail_under: float | None = None
         #: Node ids of mutated tests scoring below ``fail_under`` (controller side).
         self.below: list[str] = []
+        #: The baseline settings (None: nothing saved or compared), and what saving did.
+        self.baselines: Any = None
+        self.saved: dict[str, Any] | None = None
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
@@ -318,8 +459,18 @@ class LossTrendSession:
             self.results.append(data)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        """Fail an otherwise green session when a mutation score is below the threshold."""
-        if self.fail_under is None or hasattr(self.config, "workerinput"):
+        """Save the baseline, and fail an otherwise green session when a mutation score is
+        below the threshold or a baseline could not be saved as asked."""
+        if hasattr(self.config, "workerinput"):
+            return
+        if self.baselines is not None and self.baselines.save is not None:
+            from .baseline import save_session
+
+            self.saved = save_session(self.baselines, self.results,
+                                      seed=self.seed, exitstatus=int(session.exitstatus))
+            if self.saved.get("failed") and session.exitstatus == pytest.ExitCode.OK:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        if self.fail_under is None:
             return
         from .mutate import below
 
@@ -350,6 +501,12 @@ class LossTrendSession:
                 terminalreporter.write_sep("=", "loss-trend mutation scores")
                 for ln in lines:
                     terminalreporter.write_line(ln)
+        if self.baselines is not None:
+            from .report import baseline_lines
+
+            terminalreporter.write_sep("-", "loss-trend baselines")
+            for ln, red in baseline_lines(self.baselines, self.results, self.saved):
+                terminalreporter.write_line(ln, red=red)
         if self.below:
             terminalreporter.write_line(
                 f"losstrend: mutation score below {self.fail_under:g}% "
@@ -517,6 +674,18 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
         warnings_seen=[str(w.message) for w in caught],
     )
     settings = item.config.stash[_CONFIG_KEY]
+    b = settings.baselines
+    if b is not None and b.compare is not None and name == MARK_DECREASES and data["series"]:
+        from .baseline import compare_result
+
+        path = b.path(b.compare)
+        comp = compare_result(data, b.compare_doc, path, list(b.gates), b.compare)
+        comp["gated"] = b.gated
+        data["baseline"] = comp
+        if b.gated and comp["status"] == "regressed":
+            note = f"losstrend: {comp['message']}"
+            message = note if action != "fail" else f"{message}\n{note}"
+            action = "fail"
     if (
         settings.mutate and name == MARK_DECREASES and action == "pass" and lt is not None
         and lt.fit_framework is not None

@@ -155,11 +155,19 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        # mkstemp makes the file private (0600); a report or baseline gets the usual mode.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _md_cell(text: Any) -> str:
@@ -202,7 +210,7 @@ def markdown_report(doc: dict[str, Any]) -> str:
 def write_files(
     doc: dict[str, Any], reports: list[tuple[str, str | None]]
 ) -> list[tuple[str, Path]]:
-    """Write the requested file reports (json, md) from the finished document; returns each
+    """Write the requested file reports (json, html, md) from the finished document; returns each
     format's name and the path written."""
     written: list[tuple[str, Path]] = []
     for fmt, path in reports:
@@ -210,6 +218,57 @@ def write_files(
             continue
         if fmt == "json":
             written.append(("JSON", write_json_atomic(path, doc)))
+        elif fmt == "html":
+            from .html import html_report
+
+            written.append(("HTML", write_text_atomic(path, html_report(doc))))
         elif fmt == "md":
             written.append(("Markdown", write_text_atomic(path, markdown_report(doc))))
     return written
+
+
+def baseline_lines(
+    settings: Any, results: list[dict[str, Any]], saved: dict[str, Any] | None
+) -> list[tuple[str, bool]]:
+    """The terminal lines of the baseline comparison and save, each with whether it is an
+    error (shown red)."""
+    lines: list[tuple[str, bool]] = []
+    compared = [r for r in sorted(results, key=lambda r: r["nodeid"]) if r.get("baseline")]
+    if settings.compare is not None:
+        path = settings.display(settings.path(settings.compare))
+        if settings.compare_doc is None:
+            lines.append((f"no baseline file {path}: nothing compared (save one with "
+                          f"--losstrend-save={settings.compare})", False))
+        else:
+            by = {s: [r for r in compared if r["baseline"]["status"] == s]
+                  for s in ("ok", "regressed", "missing")}
+            gates = ",".join(g.label for g in settings.gates)
+            mode = f"gate {gates}" if settings.gated else f"shown with {gates}, not gated"
+            counts = ", ".join(f"{len(v)} {k}" for k, v in by.items() if v) or "no marked test"
+            lines.append((f"compared with {path} ({mode}): {counts}", False))
+            for r in by["regressed"]:
+                comp = r["baseline"]
+                rows = [row for row in comp["rows"] if row["regressed"]]
+                from .baseline import describe
+
+                for row in rows:
+                    lines.append((f"  {r['nodeid']}: {describe(row)}", bool(settings.gated)))
+            for r in by["missing"]:
+                lines.append((f"  {r['nodeid']}: no baseline", False))
+    if saved is not None:
+        path = settings.display(Path(saved["path"]))
+        if saved.get("message"):
+            lines.append((saved["message"], bool(saved["failed"])))
+        else:
+            parts = [f"{_plural(len(saved[k]), 'test')} {k}" for k in ("added", "replaced")
+                     if saved[k]]
+            lines.append((f"baseline {path}: {', '.join(parts) or 'nothing saved'}", False))
+            if saved["kept"]:
+                lines.append((
+                    f"baseline {path}: {_plural(len(saved['kept']), 'test')} already saved for "
+                    "this seed, not overwritten (add --losstrend-update to replace them): "
+                    + ", ".join(saved["kept"]), True))
+            if saved.get("unsaved"):
+                lines.append((f"not saved (the test did not pass): "
+                              f"{', '.join(saved['unsaved'])}", False))
+    return lines
