@@ -204,7 +204,35 @@ def markdown_report(doc: dict[str, Any]) -> str:
             for d in t["diagnoses"][:2]:
                 lines.append(f"  - **{d['cause']}** ({d['confidence']:.2f}): "
                              f"{_md_cell(d['evidence'])}. Fix: {_md_cell(d['fix'])}")
+    lines += _markdown_baseline(tests)
     return "\n".join(lines) + "\n"
+
+
+def _markdown_baseline(tests: list[dict[str, Any]]) -> list[str]:
+    """The baseline comparison for the job summary: counts, then every regressed figure."""
+    compared = [t for t in tests if t.get("baseline")]
+    if not compared:
+        return []
+    first = compared[0]["baseline"]
+    statuses = [t["baseline"]["status"] for t in compared]
+    counts = ", ".join(f"{statuses.count(s)} {s}" for s in ("ok", "regressed", "missing", "no_file")
+                       if statuses.count(s))
+    gated = "gated" if first.get("gated") else "not gated"
+    lines = ["", "### Baseline", "",
+             f"Compared with `{_md_cell(first['name'])}` ({gated}): {counts}."]
+    rows = [(t, r) for t in compared for r in t["baseline"]["rows"] if r["regressed"]]
+    if rows:
+        lines += ["", "| test | series | gate | now | baseline band | limit |",
+                  "|---|---|---|---|---|---|"]
+        for t, r in rows:
+            band = r["band"] or ["-", "-"]
+            lines.append(f"| `{_md_cell(t['nodeid'])}` | {r['series']} | {r['gate']} | "
+                         f"**{_g(r['value']) if r['value'] is not None else 'never'}** | "
+                         f"{_g(band[0])} – {_g(band[1])} | {_g(r['limit'])} |")
+    missing = [t["nodeid"] for t in compared if t["baseline"]["status"] == "missing"]
+    if missing:
+        lines += ["", "No baseline yet: " + ", ".join(f"`{_md_cell(m)}`" for m in missing)]
+    return lines
 
 
 def write_files(

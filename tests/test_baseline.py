@@ -30,6 +30,7 @@ from pytest_losstrend.baseline import (
 from pytest_losstrend.report import SCHEMA_PATH
 
 SUITE = """
+from pathlib import Path
 
 import pytest
 from lt_helpers import train
@@ -99,9 +100,13 @@ def test_compare_clean_passes_and_reports_the_figures(suite: pytest.Pytester) ->
 def test_a_regression_fails_the_test_naming_file_and_figures(suite: pytest.Pytester) -> None:
     save_seeds(suite, range(3))
     (suite.path / "lr.txt").write_text("0.005")
-    result = suite.runpytest_inprocess(GATE, "--losstrend-report=json:r.json")
+    result = suite.runpytest_inprocess(GATE, "--losstrend-report=json:r.json",
+                                       "--losstrend-report=md:s.md")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.assert_outcomes(failed=2)
+    md = (suite.path / "s.md").read_text()
+    assert "### Baseline\n\nCompared with `default` (gated): 2 regressed." in md
+    assert "| `test_models.py::test_fit` | train | final:10% | **" in md
     path = suite.path / ".losstrend" / "default.json"
     result.stdout.fnmatch_lines([
         f"losstrend: regressed against baseline {path}, seeds 0, 1, 2:",
