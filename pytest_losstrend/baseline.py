@@ -480,7 +480,7 @@ def _scalar(v: Any) -> str:
 
 
 def compare_result(
-    result: dict[str, Any], doc: dict[str, Any] | None, path: Path, gates: list[Gate],
+    result: dict[str, Any], doc: dict[str, Any] | None, path: Path | str, gates: list[Gate],
     display: str,
 ) -> dict[str, Any]:
     """The comparison of one test's result with the baseline, as plain data for the report:

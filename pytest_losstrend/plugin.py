@@ -678,8 +678,10 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     if b is not None and b.compare is not None and name == MARK_DECREASES and data["series"]:
         from .baseline import compare_result
 
+        # The message names the file as the user would write it; the report keeps it whole.
         path = b.path(b.compare)
-        comp = compare_result(data, b.compare_doc, path, list(b.gates), b.compare)
+        comp = compare_result(data, b.compare_doc, b.display(path), list(b.gates), b.compare)
+        comp["path"] = str(path)
         comp["gated"] = b.gated
         data["baseline"] = comp
         if b.gated and comp["status"] == "regressed":
