@@ -522,9 +522,25 @@ def _sigterm_to_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum} (SIGTERM)")
 
 
-def pytest_report_header(config: pytest.Config) -> str:
-    """Show the seed, so a run can be reproduced."""
-    return f"losstrend: seed {config.stash[_CONFIG_KEY].seed} (--losstrend-seed=N to change)"
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Show the seed, so a run can be reproduced, and the baselines in play."""
+    session = config.stash[_CONFIG_KEY]
+    lines = [f"losstrend: seed {session.seed} (--losstrend-seed=N to change)"]
+    b = session.baselines
+    if b is not None and b.compare is not None:
+        path = b.display(b.path(b.compare))
+        if b.compare_doc is None:
+            what = "missing"
+        else:
+            tests = b.compare_doc["tests"]
+            runs = sum(len(e["runs"]) for e in tests.values())
+            what = f"{len(tests)} test{'s' if len(tests) != 1 else ''}, {runs} runs"
+        gate = ",".join(g.label for g in b.gates) if b.gated else "not gated"
+        lines.append(f"losstrend: comparing with {path} ({what}; {gate})")
+    if b is not None and b.save is not None:
+        mode = "replacing saved runs" if b.update else "adding new runs only"
+        lines.append(f"losstrend: saving to {b.display(b.path(b.save))} ({mode})")
+    return lines
 
 
 def _marker_criteria(node: pytest.Item | pytest.Function | Any) -> tuple[str | None, Any]:

@@ -87,6 +87,8 @@ def test_compare_clean_passes_and_reports_the_figures(suite: pytest.Pytester) ->
     save_seeds(suite, range(3))
     result = suite.runpytest_inprocess(GATE, "--losstrend-seed=7", "--losstrend-report=json:r.json")
     result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["losstrend: comparing with .losstrend/default.json (2 tests, 6 "
+                                 "runs; final:10%,auc:10%,steps_to:1:20%)"])
     result.stdout.fnmatch_lines(["*compared with .losstrend/default.json (gate final:10%,auc:10%,"
                                  "steps_to:1:20%): 2 ok*"])
     doc = json.loads((suite.path / "r.json").read_text())
