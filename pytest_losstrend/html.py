@@ -136,6 +136,10 @@ def _status_of(test: dict[str, Any]) -> tuple[str, str]:
     if not verdict:
         return "none", "no verdict"
     status = str(verdict.get("status", ""))
+    comp = test.get("baseline") or {}
+    if comp.get("gated") and comp.get("status") == "regressed":
+        # The curve itself passed, but the baseline gate failed the test.
+        return "fail", "REGRESSED"
     if test.get("marker") == "loss_fails" and status == "fail":
         # A known-bad configuration failing as it should: the test itself passed.
         return "xfail", "XFAIL"
@@ -555,6 +559,8 @@ def _test_section(test: dict[str, Any], ids: _TestIds, seed: Any) -> str:
     mutation = score_line(test)
     if mutation:
         out.append(f"<h3>Mutants</h3><p>{_e(mutation)}</p>")
+    if test.get("baseline"):
+        out.append(_baseline_table(test["baseline"]))
     series = test.get("series") or {}
     if series:
         out.append('<div class="charts">')
@@ -570,6 +576,30 @@ def _test_section(test: dict[str, Any], ids: _TestIds, seed: Any) -> str:
         dump = json.dumps(test["evidence"], indent=1, default=str)
         out.append(f"<details><summary>watch evidence</summary><pre>{_e(dump)}</pre></details>")
     out.append("</section>")
+    return "".join(out)
+
+
+def _baseline_table(comp: dict[str, Any]) -> str:
+    """The comparison with the saved baseline: one row per series and gate."""
+    gated = "gated" if comp.get("gated") else "not gated"
+    out = [f"<h3>Baseline <code>{_e(comp.get('name', ''))}</code> ({_e(gated)}): "
+           f"{_e(comp.get('status', ''))}</h3>"]
+    rows = comp.get("rows") or []
+    if not rows:
+        out.append(f"<p>{_e(comp.get('message', ''))}</p>")
+        return "".join(out)
+    out.append("<table><thead><tr><th>series</th><th>gate</th><th>now</th>"
+               "<th>baseline band</th><th>limit</th><th>runs</th><th></th></tr></thead><tbody>")
+    for r in rows:
+        band = r.get("band")
+        band_s = f"{_fmt(band[0])} – {_fmt(band[1])}" if band else _e(r.get("note", "-"))
+        value = "never" if r.get("value") is None else _fmt(r["value"])
+        mark = _badge("fail", "REGRESSED") if r.get("regressed") else _badge("pass", "ok")
+        out.append(f"<tr><td>{_e(r.get('series', ''))}</td><td class=\"mono\">"
+                   f"{_e(r.get('gate', ''))}</td><td>{_e(value)}</td><td>{_e(band_s)}</td>"
+                   f"<td>{_e(_fmt(r.get('limit')))}</td><td>{_e(r.get('runs', ''))}</td>"
+                   f"<td>{mark}</td></tr>")
+    out.append("</tbody></table>")
     return "".join(out)
 
 

@@ -103,12 +103,16 @@ def test_a_regression_fails_the_test_naming_file_and_figures(suite: pytest.Pytes
     save_seeds(suite, range(3))
     (suite.path / "lr.txt").write_text("0.005")
     result = suite.runpytest_inprocess(GATE, "--losstrend-report=json:r.json",
-                                       "--losstrend-report=md:s.md")
+                                       "--losstrend-report=md:s.md",
+                                       "--losstrend-report=html:r.html")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.assert_outcomes(failed=2)
     md = (suite.path / "s.md").read_text()
     assert "### Baseline\n\nCompared with `default` (gated): 2 regressed." in md
     assert "| `test_models.py::test_fit` | train | final:10% | **" in md
+    page = (suite.path / "r.html").read_text()
+    assert page.count("<h3>Baseline <code>default</code> (gated): regressed</h3>") == 2
+    assert '<span class="badge fail">REGRESSED</span> <code>test_models.py::test_fit</code>' in page
     result.stdout.fnmatch_lines([
         "losstrend: regressed against baseline .losstrend/default.json, seeds 0, 1, 2:",
         "  train final loss: * vs baseline *-* (3 runs): *% above the band; limit * "
