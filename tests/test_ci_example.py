@@ -92,9 +92,9 @@ def test_gate_script_saves_then_gates(lt_pytester: pytest.Pytester) -> None:
     summary.unlink()
     done = _gate(p, "compare", summary)
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "regressed against baseline" in done.stdout and "final:15%" in done.stdout
+    assert "regressed against baseline" in done.stdout and "final:10%" in done.stdout
     text = summary.read_text()
-    assert "1 regressed" in text and "| `test_models.py::test_fit` | train | final:15% |" in text
+    assert "1 regressed" in text and "| `test_models.py::test_fit` | train | final:10% |" in text
 
     # Saving again rebuilds the baseline from this commit's curves alone.
     before = (p / ".losstrend" / "main.json").read_text()

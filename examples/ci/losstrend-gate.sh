@@ -8,7 +8,7 @@
 # Settings (environment):
 #   LOSSTREND_BASELINE  baseline name, a file under .losstrend/    (default: main)
 #   LOSSTREND_SEEDS     seeds the baseline is saved under          (default: "0 1 2 3 4")
-#   LOSSTREND_GATE      what fails a change                        (default: final:15%,auc:15%)
+#   LOSSTREND_GATE      what fails a change                        (default: final:10%,auc:10%)
 #   LOSSTREND_OUT       folder of the reports                      (default: losstrend-out)
 #   PYTEST              how to run pytest                          (default: python -m pytest)
 set -euo pipefail
@@ -17,7 +17,7 @@ mode=${1:-}
 [ $# -gt 0 ] && shift
 name=${LOSSTREND_BASELINE:-main}
 seeds=${LOSSTREND_SEEDS:-"0 1 2 3 4"}
-gate=${LOSSTREND_GATE:-"final:15%,auc:15%"}
+gate=${LOSSTREND_GATE:-"final:10%,auc:10%"}
 out=${LOSSTREND_OUT:-losstrend-out}
 read -r -a pytest <<< "${PYTEST:-python -m pytest}"
 
