@@ -91,6 +91,7 @@ def test_compare_clean_passes_and_reports_the_figures(suite: pytest.Pytester) ->
                                  "runs; final:10%,auc:10%,steps_to:1:20%)"])
     result.stdout.fnmatch_lines(["*compared with .losstrend/default.json (gate final:10%,auc:10%,"
                                  "steps_to:1:20%): 2 ok*"])
+    result.stdout.no_fnmatch_line("*fewer than 3 saved seeds*")
     doc = json.loads((suite.path / "r.json").read_text())
     jsonschema.validate(doc, json.loads(SCHEMA_PATH.read_text()))
     comp = doc["tests"][0]["baseline"]
@@ -134,6 +135,8 @@ def test_compare_without_a_gate_shows_but_never_fails(suite: pytest.Pytester) ->
         "2 regressed",
         "  test_models.py::test_fit: train final loss: *REGRESSED",
     ])
+    # One saved seed: the run is told its band cannot know the spread between seeds.
+    result.stdout.fnmatch_lines(["  2 tests compared with fewer than 3 saved seeds: *"])
 
 
 def test_missing_baselines_are_reported_not_crashed_on(suite: pytest.Pytester) -> None:
