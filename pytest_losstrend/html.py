@@ -154,6 +154,8 @@ def _badge(css: str, label: str, title: str = "") -> str:
 def _row_badge(status: str) -> str:
     if status == "XFAIL":
         return _badge("xfail", status, "loss_fails: the loss check failed, as expected")
+    if status == "REGRESSED":
+        return _badge("fail", status, "worse than the saved baseline (--losstrend-compare-fail)")
     css = status.lower() if status.lower() in ("pass", "fail", "inconclusive") else "none"
     if status.islower():
         # Lower case in series_rows: a series shown for information, not the judged one.

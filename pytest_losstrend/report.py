@@ -79,11 +79,17 @@ def series_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
             # A known-bad configuration failing as it should: pytest's word for it.
             status = "XFAIL"
         diagnoses = result.get("diagnoses") or []
+        why = diagnoses[0]["cause"] if judged and diagnoses else v.get("kind", "")
+        comp = result.get("baseline") or {}
+        gated = [r["metric"] for r in comp.get("rows", [])
+                 if r["series"] == name and r["regressed"]] if comp.get("gated") else []
+        if gated:
+            # The curve may pass on its own; the baseline gate is what failed the test.
+            status, why = "REGRESSED", "baseline " + ",".join(dict.fromkeys(gated))
         rows.append({
             "series": name, "steps": len(s["losses"]), "start": _g(st.get("start")),
             "end": _g(st.get("end")), "drop": _drop(st.get("drop")), "status": status,
-            "why": diagnoses[0]["cause"] if judged and diagnoses else v.get("kind", ""),
-            "losses": s["losses"],
+            "why": why, "losses": s["losses"],
         })
     return rows
 

@@ -104,11 +104,15 @@ def test_a_regression_fails_the_test_naming_file_and_figures(suite: pytest.Pytes
     save_seeds(suite, range(3))
     (suite.path / "lr.txt").write_text("0.005")
     result = suite.runpytest_inprocess(GATE, "--losstrend-report=json:r.json",
-                                       "--losstrend-report=md:s.md",
+                                       "--losstrend-report=md:s.md", "--losstrend-report",
                                        "--losstrend-report=html:r.html")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.assert_outcomes(failed=2)
+    # The tables say what failed the test: the gate, not the curve's own verdict.
+    result.stdout.fnmatch_lines(
+        ["test_models.py::test_fit  train   80 *  REGRESSED  baseline final,auc*"])
     md = (suite.path / "s.md").read_text()
+    assert "| REGRESSED | baseline " in md
     assert "### Baseline\n\nCompared with `default` (gated): 2 regressed." in md
     assert "| `test_models.py::test_fit` | train | final:10% | **" in md
     page = (suite.path / "r.html").read_text()
