@@ -282,6 +282,28 @@ def compare_series(
     return rows
 
 
+def envelope(runs: list[list[Any]], max_points: int = 200) -> dict[str, list[Any]]:
+    """The band the baseline's runs span, step by step (lowest and highest finite loss), over
+    the steps every run has: what the HTML report shades behind the current curve.
+
+    Past ``max_points`` steps it is thinned to buckets of consecutive steps, each keeping its
+    lowest low and highest high, so the band never narrows and the report stays small.
+    """
+    m = min((len(r) for r in runs), default=0)
+    rows = [_floats(r[:m]) for r in runs]
+    steps: list[int] = []
+    lo: list[float] = []
+    hi: list[float] = []
+    size = max(1, math.ceil(m / max_points))
+    for start in range(0, m, size):
+        vals = [v for r in rows for v in r[start : start + size] if math.isfinite(v)]
+        if vals:
+            steps.append(min(start + size // 2, m - 1))
+            lo.append(float(f"{min(vals):.7g}"))
+            hi.append(float(f"{max(vals):.7g}"))
+    return {"steps": steps, "lo": lo, "hi": hi}
+
+
 def describe(row: dict[str, Any]) -> str:
     """One row of a comparison as a sentence with its figures."""
     name = {"final": "final loss", "auc": "auc (geometric mean loss)",
@@ -498,6 +520,7 @@ def compare_result(
                 "message": f"no baseline for {key} in {path} (save one with "
                            f"--losstrend-save={display})"}
     rows: list[dict[str, Any]] = []
+    bands: dict[str, Any] = {}
     missing_series = []
     for series, s in result["series"].items():
         runs = [r["series"][series] for r in entry["runs"] if series in r.get("series", {})]
@@ -505,6 +528,7 @@ def compare_result(
             missing_series.append(series)
             continue
         rows += compare_series(s["losses"], runs, gates, series)
+        bands[series] = envelope(runs)
     seeds = sorted(r.get("seed") for r in entry["runs"] if r.get("seed") is not None)
     regressed = [r for r in rows if r["regressed"]]
     status = "regressed" if regressed else "ok"
@@ -514,7 +538,8 @@ def compare_result(
     message = head + (":\n  " + "\n  ".join(lines) if lines else "")
     if missing_series:
         message += f"\n  (not in the baseline: series {', '.join(missing_series)})"
-    return {**out, "status": status, "rows": rows, "seeds": seeds, "message": message}
+    return {**out, "status": status, "rows": rows, "seeds": seeds, "message": message,
+            "envelope": bands}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -307,16 +307,28 @@ def _non_finite_word(raw: Any) -> str:
     return s if s in ("nan", "inf", "-inf") else "non-finite"
 
 
-def chart_svg(name: str, losses: Sequence[Any], failed_at: Any) -> str:
+def chart_svg(
+    name: str, losses: Sequence[Any], failed_at: Any, band: dict[str, Any] | None = None
+) -> str:
     """One series as an inline SVG line chart (about 640x220).
 
     The y-axis is logarithmic when the finite losses are all positive and span two decades or
     more, linear otherwise. Non-finite losses break the line and are marked with a cross at the
-    top of the plot; ``failed_at`` (a step index, or None) is a red vertical line.
+    top of the plot; ``failed_at`` (a step index, or None) is a red vertical line. ``band``
+    (the ``envelope`` of a baseline comparison: ``steps``, ``lo``, ``hi``) is shaded behind
+    the line, so a regression shows as the curve leaving the baseline's band.
     """
     vals = [_num(v) for v in losses]
     n = len(vals)
     finite = [v for v in vals if v is not None]
+    band_pts = _band_points(band)
+    if band_pts:
+        # The axes hold the band too: a curve far above it must still show where it was.
+        n = max(n, band_pts[-1][0] + 1)
+        finite_curve = finite
+        finite = finite + [v for _, lo, hi in band_pts for v in (lo, hi)]
+    else:
+        finite_curve = finite
     parts = [
         f'<svg viewBox="0 0 {CHART_W} {CHART_H}" width="{CHART_W}" height="{CHART_H}" '
         f'role="img" aria-label="{_e(f"loss of series {name} over {n} steps")}">',
@@ -324,8 +336,8 @@ def chart_svg(name: str, losses: Sequence[Any], failed_at: Any) -> str:
         f'<rect x="{PLOT_X0}" y="{PLOT_Y0}" width="{PLOT_X1 - PLOT_X0}" '
         f'height="{PLOT_Y1 - PLOT_Y0}" fill="#fff" stroke="#d1d9e0"/>',
     ]
-    if not finite:
-        what = "no loss recorded" if n == 0 else "no finite loss"
+    if not finite_curve:
+        what = "no loss recorded" if not vals else "no finite loss"
         parts.append(f'<text x="{(PLOT_X0 + PLOT_X1) / 2:.0f}" y="{(PLOT_Y0 + PLOT_Y1) / 2:.0f}" '
                      f'text-anchor="middle" fill="#59636e" font-size="13">{what}</text>')
     scale = _Scale(n, finite or [1.0])
@@ -334,12 +346,35 @@ def chart_svg(name: str, losses: Sequence[Any], failed_at: Any) -> str:
     # The red line goes under the loss line, so a spike at the failing step stays visible.
     failed_line, failed_label = _failed_marker(scale, failed_at) if marked else ("", "")
     parts.append(failed_line)
-    if finite:
+    if band_pts:
+        parts.append(_band_polygon(scale, band_pts))
+    if finite_curve:
         parts += _line(scale, vals)
     parts += _non_finite_marks(scale, losses, vals)
     parts.append(failed_label)
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _band_points(band: dict[str, Any] | None) -> list[tuple[int, float, float]]:
+    """(step, lo, hi) of a baseline band, dropping any point that is not a finite number."""
+    if not band:
+        return []
+    out = []
+    for step, lo, hi in zip(band.get("steps") or [], band.get("lo") or [], band.get("hi") or [],
+                            strict=False):
+        a, b = _num(lo), _num(hi)
+        if isinstance(step, int) and step >= 0 and a is not None and b is not None:
+            out.append((step, a, b))
+    return sorted(out)
+
+
+def _band_polygon(scale: _Scale, pts: list[tuple[int, float, float]]) -> str:
+    # Along the top edge forward, back along the bottom edge: one closed shape.
+    top = [f"{scale.x(i):.1f},{scale.y(hi):.1f}" for i, _, hi in pts]
+    bottom = [f"{scale.x(i):.1f},{scale.y(lo):.1f}" for i, lo, _ in reversed(pts)]
+    return (f'<polygon class="band" points="{" ".join(top + bottom)}" fill="#8c959f" '
+            f'fill-opacity="0.28" stroke="none"><title>baseline band</title></polygon>')
 
 
 def _axes(scale: _Scale, *, draw_y: bool) -> list[str]:
@@ -487,7 +522,8 @@ def _fact(name: str, value: Any) -> str:
 
 
 def _series_figure(
-    fid: str, name: str, s: dict[str, Any], *, judged: bool, expects_failure: bool
+    fid: str, name: str, s: dict[str, Any], *, judged: bool, expects_failure: bool,
+    band: dict[str, Any] | None = None,
 ) -> str:
     v = s.get("verdict") or {}
     st = v.get("stats") or {}
@@ -510,7 +546,8 @@ def _series_figure(
         stats.append(f"failed at step {failed_at}")
     role = "judged" if judged else "for information"
     return (
-        f'<figure id="{_e(fid)}" class="series">{chart_svg(name, s.get("losses") or [], failed_at)}'
+        f'<figure id="{_e(fid)}" class="series">'
+        f'{chart_svg(name, s.get("losses") or [], failed_at, band)}'
         f"<figcaption>{badge} <b>{_e(name)}</b> <span class=\"stats\">({role}, "
         f"{_plural(len(s.get('losses') or []), 'step')})</span>: {_e(v.get('reason', ''))}"
         + (f'<br><span class="stats">{_e(", ".join(stats))}</span>' if stats else "")
@@ -567,8 +604,9 @@ def _test_section(test: dict[str, Any], ids: _TestIds, seed: Any) -> str:
     if series:
         out.append('<div class="charts">')
         xfail = test.get("marker") == "loss_fails"
+        bands = (test.get("baseline") or {}).get("envelope") or {}
         out += [_series_figure(fids[name], name, s, judged=name == judged_name,
-                               expects_failure=xfail)
+                               expects_failure=xfail, band=bands.get(name))
                 for name, s in series.items()]
         out.append("</div>")
     else:
@@ -590,6 +628,8 @@ def _baseline_table(comp: dict[str, Any]) -> str:
     if not rows:
         out.append(f"<p>{_e(comp.get('message', ''))}</p>")
         return "".join(out)
+    out.append("<p class=\"stats\">The grey band on the charts below is the range of the "
+               "baseline's runs, step by step.</p>")
     out.append("<table><thead><tr><th>series</th><th>gate</th><th>now</th>"
                "<th>baseline band</th><th>limit</th><th>runs</th><th></th></tr></thead><tbody>")
     for r in rows:

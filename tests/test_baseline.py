@@ -118,6 +118,12 @@ def test_a_regression_fails_the_test_naming_file_and_figures(suite: pytest.Pytes
     page = (suite.path / "r.html").read_text()
     assert page.count("<h3>Baseline <code>default</code> (gated): regressed</h3>") == 2
     assert '<span class="badge fail">REGRESSED</span> <code>test_models.py::test_fit</code>' in page
+    # Each chart shades the band of the baseline's runs behind the current curve.
+    assert page.count('<polygon class="band"') == 2
+    band = json.loads((suite.path / "r.json").read_text())["tests"][0]["baseline"]
+    doc_band = band["envelope"]["train"]
+    assert len(doc_band["steps"]) == 80 and all(
+        lo <= hi for lo, hi in zip(doc_band["lo"], doc_band["hi"], strict=True))
     result.stdout.fnmatch_lines([
         "losstrend: regressed against baseline .losstrend/default.json, seeds 0, 1, 2:",
         "  train final loss: * vs baseline *-* (3 runs): *% above the band; limit * "
