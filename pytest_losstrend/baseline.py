@@ -383,7 +383,8 @@ def environment(frameworks: dict[str, str] | None = None) -> dict[str, Any]:
         m = sys.modules.get(mod)
         version = getattr(m, "__version__", None) if m is not None else None
         if isinstance(version, str):
-            fw.setdefault(mod, version)
+            # str(): torch's is a str subclass that pytest-xdist cannot send.
+            fw.setdefault(mod, str(version))
     device = "cpu"
     torch = sys.modules.get("torch")
     if torch is not None:
@@ -438,6 +439,10 @@ def merge(
     node ids per outcome (``added``, ``replaced``, ``kept``).
     """
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    # The environment the tests ran in: under pytest-xdist the controller that writes the file
+    # never imports torch or tensorflow, so the workers' record of it is what counts.
+    ran_in = next((r["environment"] for r in results if savable(r) and r.get("environment")),
+                  None)
     out: dict[str, Any] = dict(doc) if doc else {"schema": BASELINE_SCHEMA, "name": name,
                                                  "created": now, "tests": {}}
     tests: dict[str, Any] = {k: dict(v) for k, v in out["tests"].items()}
@@ -466,7 +471,7 @@ def merge(
         tests[key] = entry
     out["tests"] = dict(sorted(tests.items()))
     out["updated"] = now
-    out["environment"] = environment(frameworks)
+    out["environment"] = ran_in or environment(frameworks)
     return out, outcome
 
 

@@ -691,6 +691,11 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     )
     settings = item.config.stash[_CONFIG_KEY]
     b = settings.baselines
+    if b is not None and name == MARK_DECREASES:
+        from .baseline import environment
+
+        # Recorded where the test ran: a pytest-xdist controller never imports the frameworks.
+        data["environment"] = environment()
     if b is not None and b.compare is not None and name == MARK_DECREASES and data["series"]:
         from .baseline import compare_result
 

@@ -284,6 +284,14 @@ def baseline_lines(
             mode = f"gate {gates}" if settings.gated else f"shown with {gates}, not gated"
             counts = ", ".join(f"{len(v)} {k}" for k, v in by.items() if v) or "no marked test"
             lines.append((f"compared with {path} ({mode}): {counts}", False))
+            from .baseline import environment_differences
+
+            now = next((r["environment"] for r in compared if r.get("environment")), None)
+            diffs = environment_differences(settings.compare_doc.get("environment") or {},
+                                            now or {})
+            if diffs:
+                lines.append((f"  the baseline was saved on another set-up ({', '.join(diffs)}):"
+                              " compared all the same; re-save it if the curves moved", False))
             few = [r for r in compared if r["baseline"]["status"] in ("ok", "regressed")
                    and len(r["baseline"].get("seeds") or []) < MIN_BASELINE_SEEDS]
             if few:

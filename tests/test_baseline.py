@@ -135,6 +135,19 @@ def test_a_regression_fails_the_test_naming_file_and_figures(suite: pytest.Pytes
     assert final["regressed"] and final["value"] > 1.5 * final["band"][1]
 
 
+def test_a_baseline_from_another_set_up_is_noted(suite: pytest.Pytester) -> None:
+    save_seeds(suite, range(1))
+    path = suite.path / ".losstrend" / "default.json"
+    doc = json.loads(path.read_text())
+    doc["environment"]["frameworks"]["torch"] = "1.13.1"
+    doc["environment"]["python"] = "3.9.0"
+    path.write_text(json.dumps(doc))
+    result = suite.runpytest_inprocess("--losstrend-compare")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["  the baseline was saved on another set-up (python 3.9.0 -> 3.*, "
+                                 "torch 1.13.1 -> *): compared all the same*"])
+
+
 def test_compare_without_a_gate_shows_but_never_fails(suite: pytest.Pytester) -> None:
     save_seeds(suite, range(1))
     (suite.path / "lr.txt").write_text("0.005")
@@ -297,6 +310,10 @@ def test_xdist_saves_and_gates_like_a_single_process(suite: pytest.Pytester) -> 
     suite.runpytest_subprocess("--losstrend-save=one", "-p", "no:xdist").assert_outcomes(passed=2)
     suite.runpytest_subprocess("--losstrend-save=two", "-n", "2").assert_outcomes(passed=2)
     one, two = baseline(suite, "one"), baseline(suite, "two")
+    # The workers' environment is recorded, not the controller's (which never imports torch).
+    import torch
+
+    assert two["environment"]["frameworks"]["torch"] == torch.__version__
     assert {k: v["runs"][0]["series"] for k, v in one["tests"].items()} == {
         k: v["runs"][0]["series"] for k, v in two["tests"].items()}
     (suite.path / "lr.txt").write_text("0.005")
