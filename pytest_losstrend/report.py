@@ -228,6 +228,11 @@ def _markdown_baseline(tests: list[dict[str, Any]]) -> list[str]:
     counts = ", ".join(f"{statuses.count(s)} {s}" for s in ("ok", "regressed", "missing", "no_file")
                        if statuses.count(s))
     gated = "gated" if first.get("gated") else "not gated"
+    if all(s == "no_file" for s in statuses):
+        # Say it plainly: a gate with nothing to compare against passes everything.
+        return ["", "### Baseline", "",
+                f"**No baseline file** `{_md_cell(first['path'])}`: nothing was compared. Save "
+                f"one with `--losstrend-save={_md_cell(first['name'])}`."]
     lines = ["", "### Baseline", "",
              f"Compared with `{_md_cell(first['name'])}` ({gated}): {counts}."]
     rows = [(t, r) for t in compared for r in t["baseline"]["rows"] if r["regressed"]]

@@ -163,8 +163,9 @@ def test_compare_without_a_gate_shows_but_never_fails(suite: pytest.Pytester) ->
 
 
 def test_missing_baselines_are_reported_not_crashed_on(suite: pytest.Pytester) -> None:
-    result = suite.runpytest_inprocess(GATE)
+    result = suite.runpytest_inprocess(GATE, "--losstrend-report=md:s.md")
     result.assert_outcomes(passed=2)
+    assert "**No baseline file** `" in (suite.path / "s.md").read_text()
     result.stdout.fnmatch_lines(["no baseline file .losstrend/default.json: nothing compared "
                                  "(save one with --losstrend-save=default)"])
     # A test added after the baseline was saved: compared as missing, the others as usual.
