@@ -13,6 +13,7 @@ functions need numpy; the plugin imports this module on use.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -132,6 +133,11 @@ def _floats(losses: list[Any]) -> list[float]:
     return [float(v) for v in losses]
 
 
+def _tail(y: list[float]) -> list[float]:
+    # The verdict's end window: the last fifth, at least 3 points.
+    return y[-min(len(y), max(3, len(y) // 5)):]
+
+
 def final_level(losses: list[Any]) -> float:
     """The curve's end level: the median of its last fifth (at least 3 points), as the
     verdict's ``end``; infinite when the curve went non-finite."""
@@ -140,8 +146,7 @@ def final_level(losses: list[Any]) -> float:
         return math.nan
     if not all(math.isfinite(v) for v in y):
         return math.inf
-    k = min(len(y), max(3, len(y) // 5))
-    return _median(y[-k:])
+    return _median(_tail(y))
 
 
 def auc(losses: list[Any], steps: int | None = None) -> float:
@@ -194,12 +199,11 @@ def noise_se(metric: str, losses: list[Any]) -> float:
     if metric not in ("final", "auc") or len(y) < 3 or not all(math.isfinite(v) for v in y):
         return 0.0
     if metric == "final":
-        k = min(len(y), max(3, len(y) // 5))
-        tail = y[-k:]
+        tail = _tail(y)
         med = _median(tail)
         mad = _median([abs(v - med) for v in tail])
         # 1.4826 * MAD estimates sigma; the median's error is 1.2533 sigma / sqrt(k).
-        return 1.2533 * 1.4826 * mad / math.sqrt(k)
+        return 1.2533 * 1.4826 * mad / math.sqrt(len(tail))
     positive = min(y) > 0
     z = [math.log(v) for v in y] if positive else y
     d = [b - a for a, b in itertools.pairwise(z)]
@@ -374,17 +378,24 @@ def load(path: Path) -> dict[str, Any] | None:
     return doc
 
 
-def environment(frameworks: dict[str, str] | None = None) -> dict[str, Any]:
-    """What a baseline was made on: python, platform, framework versions and device."""
+@functools.lru_cache(maxsize=1)
+def _machine() -> dict[str, str]:
     from . import __version__
 
-    fw = dict(frameworks or {})
+    return {"plugin": __version__, "python": platform.python_version(),
+            "platform": platform.platform(terse=True), "machine": platform.machine()}
+
+
+def environment() -> dict[str, Any]:
+    """What a run is made on: python, platform, the versions of the frameworks imported so
+    far, and the device."""
+    fw: dict[str, str] = {}
     for mod in ("numpy", "torch", "tensorflow", "keras"):
         m = sys.modules.get(mod)
         version = getattr(m, "__version__", None) if m is not None else None
         if isinstance(version, str):
             # str(): torch's is a str subclass that pytest-xdist cannot send.
-            fw.setdefault(mod, str(version))
+            fw[mod] = str(version)
     device = "cpu"
     torch = sys.modules.get("torch")
     if torch is not None:
@@ -393,14 +404,7 @@ def environment(frameworks: dict[str, str] | None = None) -> dict[str, Any]:
                 device = f"cuda ({torch.cuda.get_device_name(0)})"
         except Exception:  # a broken CUDA set-up does not stop a save
             pass
-    return {
-        "plugin": __version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(terse=True),
-        "machine": platform.machine(),
-        "frameworks": fw,
-        "device": device,
-    }
+    return {**_machine(), "frameworks": fw, "device": device}
 
 
 def environment_differences(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
@@ -447,7 +451,6 @@ def merge(
                                                  "created": now, "tests": {}}
     tests: dict[str, Any] = {k: dict(v) for k, v in out["tests"].items()}
     outcome: dict[str, list[str]] = {"added": [], "replaced": [], "kept": []}
-    frameworks: dict[str, str] = {}
     for r in sorted(results, key=lambda r: r["nodeid"]):
         if not savable(r):
             continue
@@ -471,7 +474,7 @@ def merge(
         tests[key] = entry
     out["tests"] = dict(sorted(tests.items()))
     out["updated"] = now
-    out["environment"] = ran_in or environment(frameworks)
+    out["environment"] = ran_in or environment()
     return out, outcome
 
 
@@ -508,15 +511,15 @@ def _scalar(v: Any) -> str:
 
 def compare_result(
     result: dict[str, Any], doc: dict[str, Any] | None, path: Path | str, gates: list[Gate],
-    display: str,
+    display: str, *, full_path: Path | str | None = None, gated: bool = False,
 ) -> dict[str, Any]:
     """The comparison of one test's result with the baseline, as plain data for the report:
     ``status`` is ``ok``, ``regressed``, ``missing`` (no baseline for this test) or
     ``no_file``; ``rows`` the figures per series and gate; ``message`` the sentence a failing
-    test shows."""
+    test shows, naming ``path``; the report keeps ``full_path`` (default: ``path``)."""
     key = baseline_key(result["nodeid"])
     entry = (doc or {}).get("tests", {}).get(key)
-    out: dict[str, Any] = {"name": display, "path": str(path)}
+    out: dict[str, Any] = {"name": display, "path": str(full_path or path), "gated": gated}
     if doc is None:
         return {**out, "status": "no_file", "rows": [],
                 "message": f"no baseline file {path}: nothing compared"}
@@ -618,6 +621,14 @@ class BaselineSettings:
             save = compare or DEFAULT_NAME
         gates = tuple(parse_gates(fail)) if fail else tuple(parse_gates(DISPLAY_GATES))
         return cls(directory, save, compare, gates, gated=bool(fail), update=update)
+
+    def compare_test(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Compare one marked test's result with the baseline: the report's ``baseline``
+        entry (its message names the file as the user would write it)."""
+        assert self.compare is not None
+        path = self.path(self.compare)
+        return compare_result(data, self.compare_doc, self.display(path), list(self.gates),
+                              self.compare, full_path=path, gated=self.gated)
 
     def load_files(self) -> None:
         """Read the compared baseline and check the one to be saved into, so that a damaged

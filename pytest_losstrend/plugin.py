@@ -524,6 +524,8 @@ def _sigterm_to_interrupt(signum: int, frame: Any) -> None:
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     """Show the seed, so a run can be reproduced, and the baselines in play."""
+    from .report import _plural
+
     session = config.stash[_CONFIG_KEY]
     lines = [f"losstrend: seed {session.seed} (--losstrend-seed=N to change)"]
     b = session.baselines
@@ -534,7 +536,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         else:
             tests = b.compare_doc["tests"]
             runs = sum(len(e["runs"]) for e in tests.values())
-            what = f"{len(tests)} test{'s' if len(tests) != 1 else ''}, {runs} runs"
+            what = f"{_plural(len(tests), 'test')}, {_plural(runs, 'run')}"
         gate = ",".join(g.label for g in b.gates) if b.gated else "not gated"
         lines.append(f"losstrend: comparing with {path} ({what}; {gate})")
     if b is not None and b.save is not None:
@@ -697,14 +699,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
         # Recorded where the test ran: a pytest-xdist controller never imports the frameworks.
         data["environment"] = environment()
     if b is not None and b.compare is not None and name == MARK_DECREASES and data["series"]:
-        from .baseline import compare_result
-
-        # The message names the file as the user would write it; the report keeps it whole.
-        path = b.path(b.compare)
-        comp = compare_result(data, b.compare_doc, b.display(path), list(b.gates), b.compare)
-        comp["path"] = str(path)
-        comp["gated"] = b.gated
-        data["baseline"] = comp
+        comp = data["baseline"] = b.compare_test(data)
         if b.gated and comp["status"] == "regressed":
             note = f"losstrend: {comp['message']}"
             message = note if action != "fail" else f"{message}\n{note}"

@@ -275,6 +275,8 @@ def baseline_lines(
 ) -> list[tuple[str, bool]]:
     """The terminal lines of the baseline comparison and save, each with whether it is an
     error (shown red)."""
+    from .baseline import describe, environment_differences
+
     lines: list[tuple[str, bool]] = []
     compared = [r for r in sorted(results, key=lambda r: r["nodeid"]) if r.get("baseline")]
     if settings.compare is not None:
@@ -289,8 +291,6 @@ def baseline_lines(
             mode = f"gate {gates}" if settings.gated else f"shown with {gates}, not gated"
             counts = ", ".join(f"{len(v)} {k}" for k, v in by.items() if v) or "no marked test"
             lines.append((f"compared with {path} ({mode}): {counts}", False))
-            from .baseline import environment_differences
-
             now = next((r["environment"] for r in compared if r.get("environment")), None)
             diffs = environment_differences(settings.compare_doc.get("environment") or {},
                                             now or {})
@@ -309,8 +309,6 @@ def baseline_lines(
             for r in by["regressed"]:
                 comp = r["baseline"]
                 rows = [row for row in comp["rows"] if row["regressed"]]
-                from .baseline import describe
-
                 for row in rows:
                     lines.append((f"  {r['nodeid']}: {describe(row)}", bool(settings.gated)))
             for r in by["missing"]:
