@@ -524,12 +524,13 @@ def _sigterm_to_interrupt(signum: int, frame: Any) -> None:
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     """Show the seed, so a run can be reproduced, and the baselines in play."""
-    from .report import _plural
-
     session = config.stash[_CONFIG_KEY]
     lines = [f"losstrend: seed {session.seed} (--losstrend-seed=N to change)"]
     b = session.baselines
     if b is not None and b.compare is not None:
+        # Imported only here: a run that compares nothing loads no report code at start.
+        from .report import _plural
+
         path = b.display(b.path(b.compare))
         if b.compare_doc is None:
             what = "missing"
