@@ -584,6 +584,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Validate the markers at collection and expand ``seeds=N`` into N parametrized tests."""
     name, mark = _marker_criteria(metafunc.definition)
     if name is None:
+        if "losstrend" in metafunc.fixturenames:
+            _seed_first(metafunc)
         return
     try:
         crit, _ = parse_marker(name, mark)
@@ -596,11 +598,28 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         # remembered, so that a test recording nothing is told to ask for it.
         metafunc.fixturenames.append("losstrend")
         metafunc.config.stash[_CONFIG_KEY].unrequested.add(metafunc.definition.nodeid)
+    _seed_first(metafunc)
     if crit.seeds > 1:
         metafunc.fixturenames.append(SEED_ARG)
         metafunc.parametrize(
             SEED_ARG, list(range(crit.seeds)), ids=[f"seed{i}" for i in range(crit.seeds)]
         )
+
+
+def _seed_first(metafunc: pytest.Metafunc) -> None:
+    """Set the fixture up before the test's other function-scoped fixtures, so that a model
+    or data fixture draws from the seeded generators, whatever another plugin seeded them
+    with at setup (pytest-randomly does)."""
+    names = metafunc.fixturenames
+    defs = getattr(metafunc, "_arg2fixturedefs", {})
+
+    def function_scoped(name: str) -> bool:
+        fixturedefs = defs.get(name)
+        return not fixturedefs or getattr(fixturedefs[-1], "scope", "function") == "function"
+
+    first = next((i for i, n in enumerate(names) if function_scoped(n)), len(names))
+    names.remove("losstrend")
+    names.insert(min(first, len(names)), "losstrend")
 
 
 @pytest.fixture
@@ -651,6 +670,36 @@ def losstrend(request: pytest.FixtureRequest) -> Generator[LossTrend, None, None
     # A watched model's hooks (some process-wide) must not outlive the test, whatever its
     # outcome; finishing twice is harmless.
     lt.finish_watching()
+
+
+_RNG_KEY = pytest.StashKey[dict[str, object]]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
+    """Take the generators' states once a seeded test's fixtures are set up."""
+    yield
+    if _LT_KEY in item.stash:
+        from .seeding import rng_states
+
+        item.stash[_RNG_KEY] = rng_states()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, Any, Any]:
+    """Put the generators back as the fixtures left them, right before the body runs.
+
+    Any ``pytest_runtest_call`` hook runs between setup and the body, and some reseed there
+    (pytest-randomly reseeds python and numpy with ``--randomly-seed``): without this the
+    curve would follow their seed, and the printed ``--losstrend-seed`` rerun line would not
+    reproduce it.
+    """
+    states = pyfuncitem.stash.get(_RNG_KEY, None)
+    if states is not None:
+        from .seeding import restore_rng_states
+
+        restore_rng_states(states)
+    return (yield)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -42,3 +42,37 @@ def seed_everything(seed: int) -> list[str]:
         tf.random.set_seed(seed)
         seeded.append("tensorflow")
     return seeded
+
+
+def rng_states() -> dict[str, object]:
+    """The state of every global generator a reseeding plugin may touch: python's, numpy's
+    legacy global one and torch's CPU one (each only if already imported).
+
+    Taken when a test's fixtures are set up and put back by :func:`restore_rng_states` just
+    before its body runs, so that a plugin reseeding between the two (pytest-randomly reseeds
+    python and numpy in ``pytest_runtest_call``) cannot change the run that
+    ``--losstrend-seed`` reproduces.
+    """
+    states: dict[str, object] = {"random": random.getstate()}
+    if "numpy" in sys.modules:
+        import numpy as np
+
+        states["numpy"] = np.random.get_state()
+    if "torch" in sys.modules:
+        import torch
+
+        states["torch"] = torch.random.get_rng_state()
+    return states
+
+
+def restore_rng_states(states: dict[str, object]) -> None:
+    """Put back the generator states :func:`rng_states` took."""
+    random.setstate(states["random"])  # type: ignore[arg-type]
+    if "numpy" in states:
+        import numpy as np
+
+        np.random.set_state(states["numpy"])  # type: ignore[arg-type]
+    if "torch" in states:
+        import torch
+
+        torch.random.set_rng_state(states["torch"])  # type: ignore[arg-type]
