@@ -74,9 +74,26 @@ def _parse_percent(value: str) -> float:
     return pct
 
 
+class _HelpEscaping:
+    """An option group whose help texts are taken literally.
+
+    argparse %-formats every option's help (``%(default)s``), so a bare ``%`` in a text such
+    as ``final:10%`` crashes ``pytest --help`` for every project with the plugin installed.
+    """
+
+    def __init__(self, group: Any) -> None:
+        self._group = group
+
+    def addoption(self, *names: str, **kwargs: Any) -> None:
+        """Add the option to the group, with its help text's ``%`` escaped."""
+        if "help" in kwargs:
+            kwargs["help"] = kwargs["help"].replace("%", "%%")
+        self._group.addoption(*names, **kwargs)
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     """Register the ``--losstrend-*`` options and their ini twins."""
-    group = parser.getgroup("losstrend", "loss-trend checks for training loops")
+    group = _HelpEscaping(parser.getgroup("losstrend", "loss-trend checks for training loops"))
     group.addoption(
         "--losstrend-report",
         action="append",
