@@ -268,16 +268,23 @@ class BuiltinRules:
 
         return list(builtin_entries())
 
-    @pytest.hookimpl
+    @pytest.hookimpl(tryfirst=True)
     def pytest_losstrend_report(self, report: dict[str, Any], config: pytest.Config) -> None:
-        """Write the requested file reports (json, html, md) from the finished document."""
+        """Write the requested file reports (json, html, md) from the finished document.
+
+        First of the sinks, so that another sink raising cannot cost the user's files.
+        """
         from .report import write_files
 
         session = config.stash[_CONFIG_KEY]
         reporter = config.pluginmanager.get_plugin("terminalreporter")
-        for kind, path in write_files(report, session.reports):
+        written, failed = write_files(report, session.reports)
+        for kind, path in written:
             if reporter is not None:
                 reporter.write_line(f"losstrend: {kind} report written to {path}")
+        for kind, where, error in failed:
+            session.fail_session(f"losstrend: the {kind} report could not be written to "
+                                 f"{where}: {error}")
 
     @pytest.hookimpl
     def pytest_losstrend_mutations(self) -> Any:
@@ -322,7 +329,9 @@ def pytest_configure(config: pytest.Config) -> None:
         except argparse.ArgumentTypeError as exc:
             raise pytest.UsageError(f"ini option losstrend_seed: {exc}") from None
     reports = config.getoption("losstrend_report", None)
+    source = "--losstrend-report"
     if not reports:
+        source = "ini option losstrend_report"
         parsed = []
         for line in config.getini("losstrend_report"):
             try:
@@ -333,6 +342,8 @@ def pytest_configure(config: pytest.Config) -> None:
     # Report paths are relative to where pytest was invoked, as --junitxml's are, whatever the
     # working directory is when the session ends.
     root = config.invocation_params.dir
+    if not hasattr(config, "workerinput"):
+        reports = _check_report_paths(reports, source, root, config.getoption("xmlpath", None))
     reports = [(fmt, str(root / path) if path else None) for fmt, path in reports]
     mutate = config.getoption("losstrend_mutate", None)
     if mutate is None:
@@ -371,6 +382,66 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(XdistHooks(session), "losstrend-xdist")
     config.pluginmanager.register(session, "losstrend-session")
     config.pluginmanager.register(BuiltinRules(), "losstrend-rules")
+
+
+def _check_report_paths(
+    reports: list[tuple[str, str | None]], source: str, root: Any, junitxml: str | None
+) -> list[tuple[str, str | None]]:
+    """The requested reports without repeats, once every path is known to be writable.
+
+    Checked when pytest configures, so that a typo costs a usage error before any test
+    trains, not a traceback (and the other reports) after an hour of green tests. A missing
+    folder is created when the report is written, as ``--junitxml`` does; whether it can be
+    is tried with a throw-away file in the nearest folder that exists, which also catches a
+    read-only file system that permission bits (and root) do not show.
+    """
+    import os
+    import tempfile
+    from pathlib import Path
+
+    taken: dict[Path, str] = {}
+    if junitxml:
+        taken[Path(os.path.normpath(root / junitxml))] = "--junitxml"
+    out: list[tuple[str, str | None]] = []
+    for fmt, path in reports:
+        if path is None:
+            if (fmt, None) not in out:
+                out.append((fmt, None))
+            continue
+        where = f"{source}={fmt}:{path}"
+        target = Path(os.path.normpath(root / path))
+        other = taken.get(target)
+        if other == fmt:
+            continue  # the same report asked for twice
+        if other is not None:
+            raise pytest.UsageError(
+                f"{where}: the {other} report goes to the same file; give each report "
+                "its own path"
+            )
+        if target.is_dir():
+            raise pytest.UsageError(
+                f"{where}: {path} is a directory; give a file path such as "
+                f"{Path(path) / ('losstrend.' + fmt)}"
+            )
+        parent = target.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            raise pytest.UsageError(
+                f"{where}: {parent} is a file, so no report can be written under it"
+            )
+        try:
+            with tempfile.TemporaryFile(dir=parent, prefix=".losstrend-probe-"):
+                pass
+        except OSError as exc:
+            raise pytest.UsageError(
+                f"{where}: cannot write under {parent} ({exc.strerror or exc})"
+            ) from None
+        if target.exists() and not os.access(target, os.W_OK):
+            raise pytest.UsageError(f"{where}: {path} exists and is not writable")
+        taken[target] = fmt
+        out.append((fmt, path))
+    return out
 
 
 def _baseline_settings(config: pytest.Config) -> Any:
@@ -444,12 +515,22 @@ class LossTrendSession:
         #: The baseline settings (None: nothing saved or compared), and what saving did.
         self.baselines: Any = None
         self.saved: dict[str, Any] | None = None
+        #: The pytest session (set when it starts) and what went wrong writing its outputs.
+        self.session: pytest.Session | None = None
+        self.errors: list[str] = []
+
+    def fail_session(self, message: str) -> None:
+        """Record an output the run could not write; an otherwise green session fails."""
+        self.errors.append(message)
+        if self.session is not None and self.session.exitstatus == pytest.ExitCode.OK:
+            self.session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         """With reports requested, turn SIGTERM (a CI runner's cancel) into an interrupt, so
         that pytest's summary, and with it every report, is still written for the tests that
         finished. A handler someone else installed is left alone."""
+        self.session = session
         if not self.reports or hasattr(self.config, "workerinput"):
             return
         import signal
@@ -506,9 +587,16 @@ class LossTrendSession:
         if self.results or self.reports:
             from .report import final_document
 
-            self.config.hook.pytest_losstrend_report(
-                report=final_document(self.seed, self.results), config=self.config
-            )
+            try:
+                self.config.hook.pytest_losstrend_report(
+                    report=final_document(self.seed, self.results), config=self.config
+                )
+            except Exception as exc:
+                # A third-party sink's bug: said plainly, after the built-in files are written.
+                self.fail_session(f"losstrend: a pytest_losstrend_report hook raised "
+                                  f"{type(exc).__name__}: {exc}")
+        for line in self.errors:
+            terminalreporter.write_line(line, red=True)
         if self.mutate and not any(fmt == "term" for fmt, _ in self.reports):
             # The scores are the point of --losstrend-mutate: shown without the table too.
             from .report import mutation_lines

@@ -252,22 +252,30 @@ def _markdown_baseline(tests: list[dict[str, Any]]) -> list[str]:
 
 def write_files(
     doc: dict[str, Any], reports: list[tuple[str, str | None]]
-) -> list[tuple[str, Path]]:
-    """Write the requested file reports (json, html, md) from the finished document; returns each
-    format's name and the path written."""
-    written: list[tuple[str, Path]] = []
-    for fmt, path in reports:
-        if path is None:
-            continue
-        if fmt == "json":
-            written.append(("JSON", write_json_atomic(path, doc)))
-        elif fmt == "html":
-            from .html import html_report
+) -> tuple[list[tuple[str, Path]], list[tuple[str, str, str]]]:
+    """Write the requested file reports (json, html, md) from the finished document.
 
-            written.append(("HTML", write_text_atomic(path, html_report(doc))))
-        elif fmt == "md":
-            written.append(("Markdown", write_text_atomic(path, markdown_report(doc))))
-    return written
+    Returns each written format's name and path, and each failed one's name, path and error:
+    one writer failing (a full disk, a folder removed during the run) never stops the others.
+    """
+    names = {"json": "JSON", "html": "HTML", "md": "Markdown"}
+    written: list[tuple[str, Path]] = []
+    failed: list[tuple[str, str, str]] = []
+    for fmt, path in reports:
+        if path is None or fmt not in names:
+            continue
+        try:
+            if fmt == "json":
+                written.append((names[fmt], write_json_atomic(path, doc)))
+            elif fmt == "html":
+                from .html import html_report
+
+                written.append((names[fmt], write_text_atomic(path, html_report(doc))))
+            else:
+                written.append((names[fmt], write_text_atomic(path, markdown_report(doc))))
+        except Exception as exc:  # reported, and the session fails; the rest still written
+            failed.append((names[fmt], path, f"{type(exc).__name__}: {exc}"))
+    return written, failed
 
 
 def baseline_lines(

@@ -127,6 +127,15 @@ def unstable_start(losstrend, steps=80, unstable=20):
 '''
 
 
+@pytest.fixture
+def pytester(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """pytester whose inner runs, in process or not, keep their order and seeds: pytest-randomly
+    is installed for the tests that check seeding survives it, and they enable it with
+    ``-p randomly`` (which lifts this block)."""
+    monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:randomly")
+    return pytester
+
+
 @pytest.fixture(scope="session")
 def torch_module() -> ModuleType:
     """torch, imported before any pytester snapshot of ``sys.modules`` is taken.
