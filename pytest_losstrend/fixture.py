@@ -198,6 +198,7 @@ class LossTrend:
                 self._stop(s)
 
     def _stop(self, s: _Series) -> None:
+        __tracebackhide__ = True  # the stop is the verdict, not a bug in this frame
         verdict = self.check(series=s.name)
         losses = s.values
         msg = failure_message(verdict, losses, self.criteria.merged(series=s.name),

@@ -692,6 +692,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if "losstrend" in metafunc.fixturenames:
             _seed_first(metafunc)
         return
+    if metafunc.definition.get_closest_marker(MARK_FAILS) is not None and name == MARK_DECREASES:
+        # One would be silently ignored: a regression case that passes when the loss falls,
+        # or a training test that passes when it does not.
+        raise pytest.Collector.CollectError(
+            f"{metafunc.definition.nodeid}: both @pytest.mark.{MARK_DECREASES} and "
+            f"@pytest.mark.{MARK_FAILS}; a test either must learn or is a known-bad case: "
+            "keep one of the two"
+        )
     try:
         crit, _ = parse_marker(name, mark)
     except CriteriaError as exc:
@@ -817,6 +825,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     from .runner import judge_item
 
     stop = None
+    body_error: BaseException | None = None
     result = None
     lt = item.stash.get(_LT_KEY, None)
     crit, cause = parse_marker(name, mark)
@@ -830,7 +839,20 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
             finally:
                 caught = list(recording or [])
     except LossTrendStop as exc:
-        stop = exc
+        body = _body_error(exc, LossTrendStop)
+        if body is None:
+            stop = exc
+        else:
+            # A record() in a finally or except stopped the run while the body's own error was
+            # on its way out: that error is the test's failure, the verdict is shown with it.
+            _reemit(caught)
+            if lt is not None and lt.series_names:
+                from .runner import result_data
+
+                item.stash[_RESULT_KEY] = result_data(item, lt, crit, exc.verdict, name)
+            _add_note(body, "losstrend: after this error, the loss check failed too:\n"
+                      + str(exc))
+            body_error = body
     except BaseException:
         _reemit(caught)
         # The body failed (or skipped) on its own: that outcome stands, but the report still
@@ -840,6 +862,9 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
 
             item.stash[_RESULT_KEY] = result_data(item, lt, crit, lt.check(), name)
         raise
+    if body_error is not None:
+        # Raised outside the except block, so that its own chain stays as the body left it.
+        raise body_error
     _reemit(caught)
     requested = item.nodeid.split("[", 1)[0] not in item.config.stash[_CONFIG_KEY].unrequested
     data, action, message = judge_item(
@@ -874,6 +899,23 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     if action == "skip":
         pytest.skip(message)
     return result
+
+
+def _body_error(stop: BaseException, stop_type: type[BaseException]) -> BaseException | None:
+    """The exception the test body was raising when ``stop`` was raised (in a ``finally`` or
+    an ``except``), or None when the stop came first."""
+    context = stop.__context__
+    while context is not None and isinstance(context, stop_type):
+        context = context.__context__
+    return context
+
+
+def _add_note(exc: BaseException, note: str) -> None:
+    """PEP 678 note, which pytest shows under the exception (set by hand before 3.11)."""
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
+    else:  # pragma: no cover - python 3.10
+        exc.__notes__ = [*getattr(exc, "__notes__", []), note]  # type: ignore[attr-defined]
 
 
 def _junit_properties(item: pytest.Item, data: dict[str, Any]) -> None:
