@@ -128,3 +128,15 @@ def pytest_losstrend_report(report, config):
     result.stdout.fnmatch_lines(
         ["*a pytest_losstrend_report hook raised RuntimeError: my sink is broken*"])
     assert (pytester.path / "r.json").is_file()
+
+
+@pytest.mark.parametrize(("flag", "shows"), [
+    ("--markers", "@pytest.mark.loss_decreases(series='train'"),
+    ("--fixtures", "losstrend -- "),
+])
+def test_markers_and_fixtures_listings_work(pytester: pytest.Pytester, flag: str,
+                                            shows: str) -> None:
+    """The other listings a new user types show the plugin's markers and fixture."""
+    result = pytester.runpytest_subprocess(flag)
+    assert result.ret == 0, result.stderr.str()
+    assert shows in result.stdout.str()
