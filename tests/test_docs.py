@@ -176,7 +176,7 @@ def _run(pytester: pytest.Pytester, block: Block) -> None:
     else:
         pytester.makepyfile(test_docs_block=block.source)
         expected = expected_outcomes(block)
-    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-rA")
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-p", "no:randomly", "-rA")
     outcomes = result.parseoutcomes()
     got = {name: outcomes.get(name, 0) for name in ("passed", "failed", "errors", "skipped",
                                                      "xfailed", "xpassed")}
