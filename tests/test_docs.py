@@ -38,6 +38,13 @@ MAX_SKIPPED = 2
 
 FENCE = re.compile(r"^(\s*)(```+|~~~+)\s*([\w+-]*)")
 DIRECTIVE = re.compile(r"^<!--\s*docs-test:\s*(?P<kind>skip|expect)\b\s*(?P<arg>.*?)\s*-->$")
+# The inner runs leave out the other installed plugins: they change nothing a block claims, and
+# the ones whose modules load lazily (hypothesis' terminal summary) would be imported again in
+# every run, since pytester drops the modules an inner run imported.
+OTHER_PLUGINS = (
+    "cacheprovider", "randomly", "hypothesispytest", "xdist", "rerunfailures", "timeout",
+)
+INNER_ARGS = ("-rA", *(arg for name in OTHER_PLUGINS for arg in ("-p", f"no:{name}")))
 # Fence languages that are Python but would escape extraction: write them as ```python.
 PYTHON_ALIASES = {"py", "python3", "py3", "pycon", "ipython", "pytb"}
 
@@ -176,7 +183,7 @@ def _run(pytester: pytest.Pytester, block: Block) -> None:
     else:
         pytester.makepyfile(test_docs_block=block.source)
         expected = expected_outcomes(block)
-    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-p", "no:randomly", "-rA")
+    result = pytester.runpytest_inprocess(*INNER_ARGS)
     outcomes = result.parseoutcomes()
     got = {name: outcomes.get(name, 0) for name in ("passed", "failed", "errors", "skipped",
                                                      "xfailed", "xpassed")}
