@@ -61,7 +61,8 @@ class Block:
     where: str = field(init=False)
 
     def __post_init__(self) -> None:
-        self.where = f"{self.path.relative_to(ROOT).as_posix()}:{self.line}"
+        name = self.path.relative_to(ROOT) if self.path.is_relative_to(ROOT) else self.path
+        self.where = f"{name.as_posix()}:{self.line}"
 
 
 def blocks(path: Path) -> Iterator[Block]:
@@ -215,3 +216,21 @@ def test_every_python_block_is_found() -> None:
     assert not aliased, f"write these fences as ```python: {aliased}"
     stray = [b.where for b in ALL_BLOCKS if b.directive and b.lang != "python"]
     assert not stray, f"docs-test directive on a non-Python block: {stray}"
+
+
+def test_extraction_reads_fences_and_directives(tmp_path: Path) -> None:
+    """Line numbers, languages, a list item's indent and both directives, on a made-up page."""
+    page = tmp_path / "page.md"
+    page.write_text(
+        "# t\n\n```sh\nls\n```\n\n<!-- docs-test: skip (needs a GPU to run at all) -->\n"
+        "```python\nimport cuda_only\n```\n\n- item:\n\n  ```python\n  x = 1\n  ```\n\n"
+        "<!-- docs-test: expect passed=1 xfailed=1 -->\n\n```python\ndef test_a(): pass\n```\n",
+        encoding="utf-8",
+    )
+    found = list(blocks(page))
+    assert [(b.line, b.lang) for b in found] == [(3, "sh"), (8, "python"), (14, "python"),
+                                                (20, "python")]
+    assert found[1].directive == ("skip", "(needs a GPU to run at all)")
+    assert found[2].source == "x = 1\n" and found[2].directive is None
+    assert [kind(b) for b in found[1:]] == ["code", "code", "tests"]
+    assert expected_outcomes(found[3]) == {"passed": 1, "xfailed": 1}
