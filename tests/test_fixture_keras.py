@@ -210,13 +210,32 @@ class PerSampleKeyModel(_StepModel):
         return {"my_loss": self.tracker.result()}
 
 
+class TwoTrackersModel(_StepModel):
+    """Two running means of the same loss: over rows ("rows", counts 32 a batch and 4 for the
+    last) and over batches ("total_loss", counts 1 a batch). They agree until the short last
+    batch, so the callback must tell them apart at the epoch's end."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.rows_tracker = keras.metrics.Mean(name="rows")
+        self.batch_tracker = keras.metrics.Mean(name="total_loss")
+
+    def train_step(self, data: Any) -> dict[str, Any]:
+        per_sample = self.step(data)
+        self.rows_tracker.update_state(per_sample)
+        self.batch_tracker.update_state(tf.reduce_mean(per_sample))
+        return {"total_loss": self.batch_tracker.result(), "rows": self.rows_tracker.result()}
+
+
 CUSTOM_KEYS = [
     (RawKeysModel, "total_loss"), (MeanKeyModel, "total_loss"), (VaeGuideModel, "loss"),
     (TrackedRawModel, "total_loss"), (PerSampleKeyModel, "my_loss"),
+    (TwoTrackersModel, "total_loss"), (TwoTrackersModel, "rows"),
 ]
+CUSTOM_IDS = [f"{cls.__name__}-{key}" for cls, key in CUSTOM_KEYS]
 
 
-@pytest.mark.parametrize(("cls", "key"), CUSTOM_KEYS, ids=[c.__name__ for c, _ in CUSTOM_KEYS])
+@pytest.mark.parametrize(("cls", "key"), CUSTOM_KEYS, ids=CUSTOM_IDS)
 def test_callback_with_custom_loss_key_records_each_batch_loss(
     cls: type[keras.Model], key: str
 ) -> None:
@@ -231,7 +250,7 @@ def test_callback_with_custom_loss_key_records_each_batch_loss(
     assert lt.losses() == pytest.approx(_batch_losses(model, data, 32) * 2, rel=1e-4)
 
 
-@pytest.mark.parametrize(("cls", "key"), CUSTOM_KEYS, ids=[c.__name__ for c, _ in CUSTOM_KEYS])
+@pytest.mark.parametrize(("cls", "key"), CUSTOM_KEYS, ids=CUSTOM_IDS)
 def test_callback_with_custom_loss_key_matches_what_train_step_computed(
     cls: type[keras.Model], key: str
 ) -> None:
@@ -243,6 +262,20 @@ def test_callback_with_custom_loss_key_matches_what_train_step_computed(
               callbacks=[lt.keras_callback(loss_key=key)])
     assert len(model.computed) == 12
     assert lt.losses() == pytest.approx(model.computed, rel=1e-4)
+
+
+@pytest.mark.parametrize("n", [32, 40, 64], ids=["one-batch", "32+8", "32+32"])
+@pytest.mark.parametrize("cls", [VaeGuideModel, TwoTrackersModel])
+def test_callback_with_custom_train_step_in_short_epochs(cls: type[keras.Model], n: int) -> None:
+    """Epochs of one or two batches: too short to read the trackers twice before the end."""
+    data = _data(n)
+    model = _dense(cls)
+    lt = LossTrend()
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.0))
+    model.fit(*data, epochs=2, batch_size=32, shuffle=False, verbose=0,
+              callbacks=[lt.keras_callback(loss_key="loss" if cls is VaeGuideModel else
+                                           "total_loss")])
+    assert lt.losses() == pytest.approx(_batch_losses(model, data, 32) * 2, rel=1e-4)
 
 
 def test_callback_without_the_loss_key_names_the_keys_it_saw() -> None:

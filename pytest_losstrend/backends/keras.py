@@ -3,12 +3,21 @@
 Keras 3 reports ``logs["loss"]`` in ``on_train_batch_end`` as the running mean over the epoch so
 far, weighted by batch size. A test that records it sees a smoothed curve whose noise shrinks
 along each epoch and jumps at every epoch boundary. The callback recovers each batch's own
-loss instead from the running means and the tracker's ``count`` (of the compiled loss tracker,
-or of a metric named ``"loss"`` in a custom ``train_step``), read twice an epoch: exact,
-whatever the size of the last batch. A custom ``train_step`` that returns the batch's loss
-directly is recorded as it is. The series is recorded at the end of each epoch, so Keras can
-keep dispatching batch hooks asynchronously; a non-finite or diverging loss stops training
-within a batch or two, and the test at the end of that epoch.
+loss instead from the running means and the tracker's ``count``, read twice an epoch: exact,
+whatever the size of the last batch.
+
+Which tracker, if any, is behind the logged value (``logs[loss_key]``, ``"loss"`` by default) is
+found once per fit by value, not by name: the mean-keeping metrics (``count`` and ``result``:
+the compiled loss tracker, a custom ``train_step``'s ``keras.metrics.Mean``) are read after the
+first two batches, and the one whose running mean equals the logged value both times is undone
+with its own weights (rows, or one per batch for a Mean of batch losses). Keras passes what a
+custom ``train_step`` returns to the callbacks unchanged, so when no tracker matches, the step
+returned each batch's own loss, and it is recorded as it is. Logs without the key stop the fit
+with an error naming the keys they hold.
+
+The series is recorded at the end of each epoch, so Keras can keep dispatching batch hooks
+asynchronously; a non-finite or diverging loss stops training within a batch or two, and the
+test at the end of that epoch.
 
 The callback also watches its model for diagnosis (a :class:`~.keras_watch.KerasWatcher`, the
 one ``losstrend.watch(model)`` made if there is one): at the start of ``fit``, at the end of
@@ -109,6 +118,7 @@ def make_callback(
             self._means: list[tuple[int, float]] = []
             self._first: float | None = None
             self._missing: list[str] | None = None
+            self._in_epoch = False
             self._watcher: KerasWatcher | None = None
 
         def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
@@ -131,10 +141,19 @@ def make_callback(
             self._means = []
             self._end = None
             self._snaps = []
+            self._in_epoch = True
 
         def _read(self) -> Reading:
-            """(count, running mean) of each tracker still in the running, read now."""
-            return {id(t): (_scalar(t.count), _scalar(t.result())) for t in self._trackers}
+            """(count, running mean) of each tracker still in the running, read now. A metric
+            whose count or result is no scalar (a MeanTensor, a custom metric) drops out."""
+            out: Reading = {}
+            for t in self._trackers:
+                try:
+                    out[id(t)] = (_scalar(t.count), _scalar(t.result()))
+                except Exception:
+                    continue
+            self._trackers = [t for t in self._trackers if id(t) in out]
+            return out
 
         def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
             if self._decided or batch == 0 or len(self._snaps) == 2:
@@ -162,10 +181,11 @@ def make_callback(
 
         def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
             # Validation inside fit resets the trackers: read them before it does.
-            if self._end is None and self._means:
+            if self._in_epoch and self._end is None:
                 self._end = self._read()
 
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            self._in_epoch = False
             try:
                 self._record_epoch(logs)
             finally:
@@ -175,18 +195,31 @@ def make_callback(
                 _call(self._watcher, "on_epoch_end", epoch)
 
         def _decide(self, means: list[tuple[int, float]], end: Reading) -> None:
-            """Find the tracker behind the logged loss, from two readings an epoch apart."""
+            """Find the tracker behind the logged loss: the one whose running mean was the
+            logged value after the first two batches and at the epoch's end. Undecided after
+            an epoch of one batch (its value is that batch's loss either way)."""
             by_batch = dict(means)
-            snaps = [*self._snaps, (means[-1][0], end)]
-            (b0, first), (b1, second) = snaps[0], snaps[1]
-            m0, m1 = by_batch.get(b0), by_batch.get(b1)
-            if b0 >= b1 or m0 is None or m1 is None or not _finite(m0, m1):
-                return  # one batch so far, or nothing to tell by: try again next epoch
+            readings = [*self._snaps, (means[-1][0], end)]
+            logged = [by_batch.get(b) for b, _ in readings]
+            if len({b for b, _ in readings}) < 2 or not all(
+                m is not None and _finite(m) for m in logged
+            ):
+                return  # nothing to tell by yet: try again next epoch
             self._decided = True
+            first = readings[0][1]
             for t in self._trackers:
-                (c0, r0), (c1, r1) = first[id(t)], second[id(t)]
-                if 0 < c0 < c1 and _close(r0, m0) and _close(r1, m1):
-                    self._tracker, self._weight, self._trackers = t, c0, [t]
+                got = [r.get(id(t)) for _, r in readings]
+                if any(g is None for g in got):
+                    continue
+                counts = [g[0] for g in got if g is not None]
+                match = all(
+                    g is not None and m is not None and _close(g[1], m)
+                    for g, m in zip(got, logged, strict=True)
+                )
+                # Its count must move every batch: a tracker the step does not update whose
+                # value happens to equal the logged one is not it.
+                if match and 0 < counts[0] < counts[1]:
+                    self._tracker, self._weight, self._trackers = t, first[id(t)][0], [t]
                     return
             self._trackers = []
 
@@ -198,8 +231,8 @@ def make_callback(
                 end = self._end if self._end is not None else self._read()
                 if not self._decided:
                     self._decide(means, end)
-                tracker = self._tracker if self._decided else None
-                end_count = end[id(tracker)][0] if tracker is not None else 0.0
+                tracker = self._tracker
+                end_count = end[id(tracker)][0] if id(tracker) in end else 0.0
                 losses = _batch_losses([m for _, m in means], self._weight, end_count,
                                        raw=tracker is None)
                 watched = self._watcher
