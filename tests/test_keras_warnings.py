@@ -62,6 +62,30 @@ def test_runner_fit(losstrend):
                   eval_data=(x[:32], y[:32]))
 
 
+class TotalLossModel(keras.Model):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.tracker = keras.metrics.Mean(name="total_loss")
+
+    def train_step(self, data):
+        x, y = data
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean((self(x, training=True) - y) ** 2)
+        self.optimizer.apply(tape.gradient(loss, self.trainable_variables),
+                             self.trainable_variables)
+        self.tracker.update_state(loss)
+        return {"total_loss": self.tracker.result(), "kl": 0.0 * loss}
+
+
+@pytest.mark.loss_decreases
+def test_custom_loss_key(losstrend):
+    inputs = keras.Input((5,))
+    m = TotalLossModel(inputs, keras.layers.Dense(1)(inputs))
+    m.compile(optimizer=keras.optimizers.SGD(0.05))
+    m.fit(*data(), epochs=5, batch_size=32, verbose=0,
+          callbacks=[losstrend.keras_callback(loss_key="total_loss")])
+
+
 @pytest.mark.loss_decreases
 def test_gradient_tape_loop(losstrend):
     x, y = data()
@@ -77,12 +101,13 @@ def test_gradient_tape_loop(losstrend):
 
 
 def test_keras_entry_points_add_no_warnings(pytester: pytest.Pytester) -> None:
-    """The callback, the watcher, ``losstrend.fit`` and a GradientTape loop recording tf
-    tensors warn nothing beyond what the same fit warns without us (none with Keras 3.15)."""
+    """The callback (also with a custom ``loss_key``), the watcher, ``losstrend.fit`` and a
+    GradientTape loop recording tf tensors warn nothing beyond what the same fit warns without
+    us (none with Keras 3.15)."""
     pytester.makeini("[pytest]\n")
     pytester.makepyfile(test_inner=INNER)
     rec = pytester.inline_run("-W", "always", "-p", "no:cacheprovider")
-    rec.assertoutcome(passed=5)
+    rec.assertoutcome(passed=6)
     seen: dict[str, Counter[str]] = {}
     for call in rec.getcalls("pytest_warning_recorded"):
         w = call.warning_message

@@ -251,8 +251,9 @@ def make_callback(
 
 def _scalar(value: Any) -> float:
     """A float from a Keras variable or backend scalar, read without numpy's copy warning."""
-    numpy = getattr(value, "numpy", None)
-    return float(numpy() if callable(numpy) else value)
+    from .keras_watch import _to_numpy
+
+    return float(_to_numpy(value))
 
 
 def _finite(*values: float) -> bool:
