@@ -158,9 +158,10 @@ def make_callback(
         def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
             if self._decided or batch == 0 or len(self._snaps) == 2:
                 return
-            # Twice per fit, synchronously: the trackers as the previous batch left them. At
-            # the epoch's end, the tracker whose running mean is the logged value both times
-            # is the one to undo; none means train_step returns the batch's loss itself.
+            # Twice in the first epoch, synchronously: the trackers as the previous batch left
+            # them. At the epoch's end, the tracker whose running mean is the logged value
+            # both times and at the end is the one to undo; none means train_step returns the
+            # batch's loss itself.
             self._snaps.append((batch - 1, self._read()))
 
         def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
