@@ -411,20 +411,29 @@ class LossTrend:
 
     # -- framework helpers --------------------------------------------------------------------
 
-    def keras_callback(self) -> Any:
+    def keras_callback(self, *, loss_key: str = "loss") -> Any:
         """A Keras callback that records each batch's own loss, and ``val_loss`` as ``"eval"``.
 
         Keras 3 logs the epoch's running mean in ``on_train_batch_end``; the callback reads the
         loss tracker's running sums and differences them, so the series holds each batch's own
         loss (weighted as Keras weights it, by batch size).
 
+        ``loss_key`` names the loss in the training logs, for a custom ``train_step`` that
+        returns it under another name (``{"total_loss": ..., "kl": ...}``); ``"val_"`` plus it
+        is recorded as ``"eval"`` when present. A value the step returns as it is recorded as
+        it is; one from a ``keras.metrics.Mean`` (a running mean) is undone like the built-in
+        loss. Logs without the key stop the fit with an error naming the keys they hold.
+
         Example:
             >>> model.fit(x, y, epochs=5, callbacks=[losstrend.keras_callback()], verbose=0)
+            >>> vae.fit(x, epochs=5, callbacks=[losstrend.keras_callback(loss_key="total_loss")])
         """
-        from .backends.keras import make_callback
+        from .backends.keras import check_loss_key, make_callback
 
+        # Checked before anything else, so a wrong key fails here, not inside model.fit.
+        check_loss_key(loss_key)
         self.framework = "keras"
-        return make_callback(self)
+        return make_callback(self, loss_key=loss_key)
 
 
 

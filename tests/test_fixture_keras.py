@@ -135,6 +135,202 @@ def test_callback_with_custom_train_step(cls: type[keras.Model]) -> None:
     assert recorded == pytest.approx(_batch_losses(model, data, 32), rel=1e-4)
 
 
+class _StepModel(keras.Model):
+    """Base of the custom-key models below: one SGD step on the batch's mean squared error.
+
+    Run eagerly, each model keeps the losses its train_step computed, so the recorded series
+    can be checked against them while the model learns.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.computed: list[float] = []
+
+    def step(self, data: Any) -> Any:
+        """One step; returns the per-sample losses (their mean is the batch's loss)."""
+        x, y = data
+        with tf.GradientTape() as tape:
+            per_sample = keras.losses.mean_squared_error(y, self(x, training=True))
+            loss = tf.reduce_mean(per_sample)
+        self.optimizer.apply(tape.gradient(loss, self.trainable_variables),
+                             self.trainable_variables)
+        if tf.executing_eagerly():
+            self.computed.append(float(loss.numpy()))
+        return per_sample
+
+
+class RawKeysModel(_StepModel):
+    """Returns the batch's loss under "total_loss", beside another term: no "loss" key."""
+
+    def train_step(self, data: Any) -> dict[str, Any]:
+        loss = tf.reduce_mean(self.step(data))
+        return {"total_loss": loss, "kl": 0.5 * loss}
+
+
+class MeanKeyModel(_StepModel):
+    """Keeps a ``keras.metrics.Mean`` of the batch losses (one count per batch, whatever its
+    size) and returns its running mean under "total_loss"."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.total_loss_tracker = keras.metrics.Mean(name="total_loss")
+
+    def train_step(self, data: Any) -> dict[str, Any]:
+        self.total_loss_tracker.update_state(tf.reduce_mean(self.step(data)))
+        return {"total_loss": self.total_loss_tracker.result(), "kl": tf.constant(0.0)}
+
+
+class VaeGuideModel(MeanKeyModel):
+    """The Keras VAE guide's pattern: the running mean of a Mean named "total_loss" returned
+    under "loss", so no metric named "loss" moves."""
+
+    def train_step(self, data: Any) -> dict[str, Any]:
+        self.total_loss_tracker.update_state(tf.reduce_mean(self.step(data)))
+        return {"loss": self.total_loss_tracker.result()}
+
+
+class TrackedRawModel(MeanKeyModel):
+    """Updates its Mean tracker but returns the batch's own loss under the tracker's name."""
+
+    def train_step(self, data: Any) -> dict[str, Any]:
+        loss = tf.reduce_mean(self.step(data))
+        self.total_loss_tracker.update_state(loss)
+        return {"total_loss": loss}
+
+
+class PerSampleKeyModel(_StepModel):
+    """A Mean over per-sample losses (counts rows: 32 a batch, 4 for the last) under "my_loss"."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.tracker = keras.metrics.Mean(name="my_loss")
+
+    def train_step(self, data: Any) -> dict[str, Any]:
+        self.tracker.update_state(self.step(data))
+        return {"my_loss": self.tracker.result()}
+
+
+class TwoTrackersModel(_StepModel):
+    """Two running means of the same loss: over rows ("rows", counts 32 a batch and 4 for the
+    last) and over batches ("total_loss", counts 1 a batch). They agree until the short last
+    batch, so the callback must tell them apart at the epoch's end."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.rows_tracker = keras.metrics.Mean(name="rows")
+        self.batch_tracker = keras.metrics.Mean(name="total_loss")
+
+    def train_step(self, data: Any) -> dict[str, Any]:
+        per_sample = self.step(data)
+        self.rows_tracker.update_state(per_sample)
+        self.batch_tracker.update_state(tf.reduce_mean(per_sample))
+        return {"total_loss": self.batch_tracker.result(), "rows": self.rows_tracker.result()}
+
+
+CUSTOM_KEYS = [
+    (RawKeysModel, "total_loss"), (MeanKeyModel, "total_loss"), (VaeGuideModel, "loss"),
+    (TrackedRawModel, "total_loss"), (PerSampleKeyModel, "my_loss"),
+    (TwoTrackersModel, "total_loss"), (TwoTrackersModel, "rows"),
+]
+CUSTOM_IDS = [f"{cls.__name__}-{key}" for cls, key in CUSTOM_KEYS]
+
+
+@pytest.mark.parametrize(("cls", "key"), CUSTOM_KEYS, ids=CUSTOM_IDS)
+def test_callback_with_custom_loss_key_records_each_batch_loss(
+    cls: type[keras.Model], key: str
+) -> None:
+    """Frozen weights, compiled train step: a returned value is recorded as it is and a
+    running mean is undone, over two epochs (the trackers reset between them)."""
+    data = _data(100)
+    model = _dense(cls)
+    lt = LossTrend()
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.0))
+    model.fit(*data, epochs=2, batch_size=32, shuffle=False, verbose=0,
+              callbacks=[lt.keras_callback(loss_key=key)])
+    assert lt.losses() == pytest.approx(_batch_losses(model, data, 32) * 2, rel=1e-4)
+
+
+@pytest.mark.parametrize(("cls", "key"), CUSTOM_KEYS, ids=CUSTOM_IDS)
+def test_callback_with_custom_loss_key_matches_what_train_step_computed(
+    cls: type[keras.Model], key: str
+) -> None:
+    """A learning model run eagerly: the series is the losses its train_step computed."""
+    model = _dense(cls)
+    lt = LossTrend()
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.05), run_eagerly=True)
+    model.fit(*_data(100), epochs=3, batch_size=32, verbose=0,
+              callbacks=[lt.keras_callback(loss_key=key)])
+    assert len(model.computed) == 12
+    assert lt.losses() == pytest.approx(model.computed, rel=1e-4)
+
+
+@pytest.mark.parametrize("n", [32, 40, 64], ids=["one-batch", "32+8", "32+32"])
+@pytest.mark.parametrize("cls", [VaeGuideModel, TwoTrackersModel])
+def test_callback_with_custom_train_step_in_short_epochs(cls: type[keras.Model], n: int) -> None:
+    """Epochs of one or two batches: too short to read the trackers twice before the end."""
+    data = _data(n)
+    model = _dense(cls)
+    lt = LossTrend()
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.0))
+    model.fit(*data, epochs=2, batch_size=32, shuffle=False, verbose=0,
+              callbacks=[lt.keras_callback(loss_key="loss" if cls is VaeGuideModel else
+                                           "total_loss")])
+    assert lt.losses() == pytest.approx(_batch_losses(model, data, 32) * 2, rel=1e-4)
+
+
+def test_callback_without_the_loss_key_names_the_keys_it_saw() -> None:
+    x, y = _data(320)
+    model = _dense(RawKeysModel)
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.05))
+    lt = LossTrend()
+    with pytest.raises(LookupError) as err:
+        model.fit(x, y, epochs=5, batch_size=32, verbose=0, callbacks=[lt.keras_callback()])
+    assert str(err.value) == (
+        "losstrend.keras_callback(): Keras' training logs have no 'loss' (they hold 'kl', "
+        "'total_loss'). A custom train_step that returns its loss under another name needs "
+        "the callback pointed at it: losstrend.keras_callback(loss_key='total_loss')"
+    )
+    # Stopped within the first epoch of ten batches, not after five epochs.
+    assert int(model.optimizer.iterations.numpy()) < 10
+
+
+class ValKeyModel(RawKeysModel):
+    """Also a custom test_step, so validation logs "val_total_loss"."""
+
+    def test_step(self, data: Any) -> dict[str, Any]:
+        x, y = data
+        return {"total_loss": tf.reduce_mean((self(x) - y) ** 2)}
+
+
+def test_callback_with_custom_loss_key_records_its_val_twin_as_eval() -> None:
+    x, y = _data(160)
+    model = _dense(ValKeyModel)
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.05))
+    lt = LossTrend()
+    history = model.fit(x, y, epochs=3, batch_size=32, validation_data=(x[:32], y[:32]),
+                        verbose=0, callbacks=[lt.keras_callback(loss_key="total_loss")])
+    assert lt.series_names == ["train", "eval"]
+    assert len(lt.losses()) == 15
+    assert lt.losses("eval") == pytest.approx(history.history["val_total_loss"], rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("key", "error", "match"),
+    [
+        (None, TypeError, "takes the name of a key in the training logs .* got NoneType"),
+        (3, TypeError, "got int: 3"),
+        ("", ValueError, "got an empty string"),
+        ("  ", ValueError, "got an empty string"),
+        ("val_total_loss", ValueError, r"names a validation key; pass the training key \('tot"),
+    ],
+)
+def test_callback_rejects_a_bad_loss_key_at_creation(
+    key: Any, error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        LossTrend().keras_callback(loss_key=key)
+
+
 def test_callback_records_val_loss_per_epoch() -> None:
     x, y = _data(160)
     lt = LossTrend()

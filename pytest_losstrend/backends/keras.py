@@ -3,12 +3,21 @@
 Keras 3 reports ``logs["loss"]`` in ``on_train_batch_end`` as the running mean over the epoch so
 far, weighted by batch size. A test that records it sees a smoothed curve whose noise shrinks
 along each epoch and jumps at every epoch boundary. The callback recovers each batch's own
-loss instead from the running means and the tracker's ``count`` (of the compiled loss tracker,
-or of a metric named ``"loss"`` in a custom ``train_step``), read twice an epoch: exact,
-whatever the size of the last batch. A custom ``train_step`` that returns the batch's loss
-directly is recorded as it is. The series is recorded at the end of each epoch, so Keras can
-keep dispatching batch hooks asynchronously; a non-finite or diverging loss stops training
-within a batch or two, and the test at the end of that epoch.
+loss instead from the running means and the tracker's ``count``, read twice an epoch: exact,
+whatever the size of the last batch.
+
+Which tracker, if any, is behind the logged value (``logs[loss_key]``, ``"loss"`` by default) is
+found once per fit by value, not by name: the mean-keeping metrics (``count`` and ``result``:
+the compiled loss tracker, a custom ``train_step``'s ``keras.metrics.Mean``) are read after the
+first two batches, and the one whose running mean equals the logged value both times is undone
+with its own weights (rows, or one per batch for a Mean of batch losses). Keras passes what a
+custom ``train_step`` returns to the callbacks unchanged, so when no tracker matches, the step
+returned each batch's own loss, and it is recorded as it is. Logs without the key stop the fit
+with an error naming the keys they hold.
+
+The series is recorded at the end of each epoch, so Keras can keep dispatching batch hooks
+asynchronously; a non-finite or diverging loss stops training within a batch or two, and the
+test at the end of that epoch.
 
 The callback also watches its model for diagnosis (a :class:`~.keras_watch.KerasWatcher`, the
 one ``losstrend.watch(model)`` made if there is one): at the start of ``fit``, at the end of
@@ -24,6 +33,10 @@ if TYPE_CHECKING:
     from .keras_watch import KerasWatcher
 
 
+# (count, result) of mean-keeping metrics, keyed by the metric's id.
+Reading = dict[int, tuple[float, float]]
+
+
 def _import_keras() -> Any:
     try:
         import keras
@@ -34,12 +47,58 @@ def _import_keras() -> Any:
     return keras
 
 
-def make_callback(lt: LossTrend, series: str = "train", eval_series: str = "eval") -> Any:
+def check_loss_key(loss_key: object) -> str:
+    """``loss_key`` if it can name the training loss in Keras' batch logs; else a clear error.
+
+    Example:
+        >>> check_loss_key("total_loss")
+        'total_loss'
+    """
+    if not isinstance(loss_key, str):
+        raise TypeError(
+            f"keras_callback(loss_key=...) takes the name of a key in the training logs (a "
+            f"str, such as 'total_loss'), got {type(loss_key).__name__}: {loss_key!r:.80}"
+        )
+    if not loss_key.strip():
+        raise ValueError(
+            "keras_callback(loss_key=...) must name a key in the training logs, such as "
+            "'total_loss'; got an empty string"
+        )
+    if loss_key.startswith("val_"):
+        raise ValueError(
+            f"keras_callback(loss_key={loss_key!r}) names a validation key; pass the training "
+            f"key ({loss_key[4:]!r}): the callback records its 'val_' twin as the eval series"
+        )
+    return loss_key
+
+
+def missing_key_message(loss_key: str, keys: list[str]) -> str:
+    """What to say when the batch logs hold no ``loss_key``: the keys seen and the fix.
+
+    Example:
+        >>> missing_key_message("loss", ["kl", "total_loss"])  # doctest: +ELLIPSIS
+        "losstrend.keras_callback(): Keras' training logs have no 'loss' (they hold 'kl', ...
+    """
+    have = ", ".join(map(repr, keys)) or "nothing: train_step returned an empty dict"
+    lossy = [k for k in keys if "loss" in k.lower()]
+    suggest = (lossy or keys or ["<the key of your loss>"])[0]
+    return (
+        f"losstrend.keras_callback(): Keras' training logs have no {loss_key!r} (they hold "
+        f"{have}). A custom train_step that returns its loss under another name needs the "
+        f"callback pointed at it: losstrend.keras_callback(loss_key={suggest!r})"
+    )
+
+
+def make_callback(
+    lt: LossTrend, series: str = "train", eval_series: str = "eval", *, loss_key: str = "loss"
+) -> Any:
     """Build the recording callback for ``lt`` (see ``LossTrend.keras_callback``)."""
     keras = _import_keras()
+    loss_key = check_loss_key(loss_key)
+    val_key = f"val_{loss_key}"
 
     class LossTrendCallback(keras.callbacks.Callback):  # type: ignore[misc,name-defined]
-        """Records each batch's own training loss, and ``val_loss`` per epoch."""
+        """Records each batch's own training loss, and its validation twin per epoch."""
 
         # Keras runs the batch-end hooks of async-safe callbacks in a worker thread, so that
         # training does not wait for the logs to reach the host. The hook below only appends
@@ -48,53 +107,71 @@ def make_callback(lt: LossTrend, series: str = "train", eval_series: str = "eval
 
         def __init__(self) -> None:
             super().__init__()
+            self.loss_key = loss_key
             self._trackers: list[Any] = []
             self._tracker: Any = None
-            self._raw = False
+            self._decided = False
             self._weight: float | None = None
-            self._end_count: float | None = None
+            # (index of the batch whose log it matches, (count, result) of each tracker by id)
+            self._snaps: list[tuple[int, Reading]] = []
+            self._end: Reading | None = None
             self._means: list[tuple[int, float]] = []
             self._first: float | None = None
+            self._missing: list[str] | None = None
+            self._in_epoch = False
             self._watcher: KerasWatcher | None = None
 
         def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-            # The compiled loss tracker first; then any metric named "loss", which is what a
-            # custom train_step following the Keras guide keeps.
+            # Every mean-keeping metric may be the one behind the logged loss: the compiled
+            # loss tracker, or a custom train_step's own keras.metrics.Mean, whatever its name
+            # (the Keras VAE guide logs "loss" from a Mean named "total_loss").
             found = [getattr(self.model, "_loss_tracker", None)]
-            found += [m for m in getattr(self.model, "metrics", []) if m.name == "loss"]
+            found += list(getattr(self.model, "metrics", []))
             self._trackers = []
             for t in found:
-                usable = t is not None and hasattr(t, "count")
+                usable = t is not None and hasattr(t, "count") and hasattr(t, "result")
                 if usable and all(t is not k for k in self._trackers):
                     self._trackers.append(t)
-            self._tracker, self._raw, self._weight, self._first = None, False, None, None
+            self._tracker, self._decided, self._weight, self._first = None, False, None, None
+            self._missing = None
             self._watcher = _watcher_for(lt, self.model)
             _call(self._watcher, "on_train_begin")
 
         def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             self._means = []
-            self._end_count = None
+            self._end = None
+            self._snaps = []
+            self._in_epoch = True
 
-        def _count(self) -> float:
-            return float(self._tracker.count.numpy()) if self._tracker is not None else 0.0
+        def _read(self) -> Reading:
+            """(count, running mean) of each tracker still in the running, read now. A metric
+            whose count or result is no scalar (a MeanTensor, a custom metric) drops out."""
+            out: Reading = {}
+            for t in self._trackers:
+                try:
+                    out[id(t)] = (_scalar(t.count), _scalar(t.result()))
+                except Exception:
+                    continue
+            self._trackers = [t for t in self._trackers if id(t) in out]
+            return out
 
         def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-            if self._weight is not None or self._raw or batch == 0:
+            if self._decided or batch == 0 or len(self._snaps) == 2:
                 return
-            # Once per fit, synchronously: the tracker's count after the first batch is the
-            # weight Keras gives every full batch (its size).
-            for t in self._trackers:
-                count = float(t.count.numpy())
-                if count > 0:
-                    self._tracker, self._weight = t, count
-                    return
-            # No running tracker moved: a custom train_step that returns the batch's loss.
-            self._raw = True
+            # Twice in the first epoch, synchronously: the trackers as the previous batch left
+            # them. At the epoch's end, the tracker whose running mean is the logged value
+            # both times and at the end is the one to undo; none means train_step returns the
+            # batch's loss itself.
+            self._snaps.append((batch - 1, self._read()))
 
         def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-            if not logs or "loss" not in logs:
+            if not logs or loss_key not in logs:
+                if self._missing is None:
+                    self._missing = sorted(logs or {})
+                    # Nothing to record: stop now; the epoch's end raises the error.
+                    self.model.stop_training = True
                 return
-            mean = float(logs["loss"])
+            mean = float(logs[loss_key])
             self._means.append((batch, mean))
             if self._first is None:
                 self._first = mean
@@ -104,11 +181,12 @@ def make_callback(lt: LossTrend, series: str = "train", eval_series: str = "eval
                 self.model.stop_training = True
 
         def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
-            # Validation inside fit resets the loss tracker: take the epoch's count first.
-            if self._end_count is None and self._means:
-                self._end_count = self._count()
+            # Validation inside fit resets the trackers: read them before it does.
+            if self._in_epoch and self._end is None:
+                self._end = self._read()
 
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            self._in_epoch = False
             try:
                 self._record_epoch(logs)
             finally:
@@ -117,24 +195,75 @@ def make_callback(lt: LossTrend, series: str = "train", eval_series: str = "eval
                 # epoch's updates are the telling ones.
                 _call(self._watcher, "on_epoch_end", epoch)
 
+        def _decide(self, means: list[tuple[int, float]], end: Reading) -> None:
+            """Find the tracker behind the logged loss: the one whose running mean was the
+            logged value after the first two batches and at the epoch's end. Undecided after
+            an epoch of one batch (its value is that batch's loss either way)."""
+            by_batch = dict(means)
+            readings = [*self._snaps, (means[-1][0], end)]
+            logged = [by_batch.get(b) for b, _ in readings]
+            if len({b for b, _ in readings}) < 2 or not all(
+                m is not None and _finite(m) for m in logged
+            ):
+                return  # nothing to tell by yet: try again next epoch
+            self._decided = True
+            first = readings[0][1]
+            for t in self._trackers:
+                got = [r.get(id(t)) for _, r in readings]
+                if any(g is None for g in got):
+                    continue
+                counts = [g[0] for g in got if g is not None]
+                match = all(
+                    g is not None and m is not None and _close(g[1], m)
+                    for g, m in zip(got, logged, strict=True)
+                )
+                # Its count must move every batch: a tracker the step does not update whose
+                # value happens to equal the logged one is not it.
+                if match and 0 < counts[0] < counts[1]:
+                    self._tracker, self._weight, self._trackers = t, first[id(t)][0], [t]
+                    return
+            self._trackers = []
+
         def _record_epoch(self, logs: dict[str, Any] | None) -> None:
+            if self._missing is not None:
+                raise LookupError(missing_key_message(loss_key, self._missing))
             means, self._means = sorted(self._means), []
             if means:
-                end_count = self._end_count if self._end_count is not None else self._count()
+                end = self._end if self._end is not None else self._read()
+                if not self._decided:
+                    self._decide(means, end)
+                tracker = self._tracker
+                end_count = end[id(tracker)][0] if id(tracker) in end else 0.0
                 losses = _batch_losses([m for _, m in means], self._weight, end_count,
-                                       raw=self._raw or self._tracker is None)
+                                       raw=tracker is None)
                 watched = self._watcher
                 if watched is not None and watched.evidence.first_loss is None and losses:
                     watched.evidence.first_loss = losses[0]
                 for loss in losses:
                     lt.record(loss, series=series)
-            if logs and "val_loss" in logs:
-                lt.record(float(logs["val_loss"]), series=eval_series)
+            if logs and val_key in logs:
+                lt.record(float(logs[val_key]), series=eval_series)
 
         def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
             _call(self._watcher, "on_train_end")
 
     return LossTrendCallback()
+
+
+def _scalar(value: Any) -> float:
+    """A float from a Keras variable or backend scalar, read without numpy's copy warning."""
+    from .keras_watch import _to_numpy
+
+    return float(_to_numpy(value))
+
+
+def _finite(*values: float) -> bool:
+    return all(v - v == 0 for v in values)
+
+
+def _close(a: float, b: float) -> bool:
+    # The callback and the train step compute the same float32 division; allow for rounding.
+    return abs(a - b) <= 1e-5 * max(abs(a), abs(b), 1e-12)
 
 
 def _watcher_for(lt: LossTrend, model: Any) -> KerasWatcher | None:

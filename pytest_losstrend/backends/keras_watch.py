@@ -52,11 +52,25 @@ def _weight_names(variables: list[Any]) -> list[str]:
 
 
 def _to_numpy(value: Any) -> Any:
-    """A host copy of a Keras variable or tensor: later updates never show through it."""
+    """A host copy of a Keras variable or tensor: later updates never show through it.
+
+    Example:
+        >>> _to_numpy(keras.Variable([1.0, 2.0]))
+        array([1., 2.], dtype=float32)
+    """
     try:
         import keras
 
-        arr = keras.ops.convert_to_numpy(value)
+        if isinstance(value, keras.Variable):
+            # The backend's own tensor or variable behind it.
+            value = value.value
+        if (type(value).__module__ or "").startswith("tensorflow") and hasattr(value, "numpy"):
+            # Not keras.ops.convert_to_numpy: its np.array(x) on a tf.Variable (the weights,
+            # optimizer.iterations, a learning rate) makes numpy 2 warn, in the user's test,
+            # that tf's __array__ takes no copy keyword. .numpy() reads the value directly.
+            arr = value.numpy()
+        else:
+            arr = keras.ops.convert_to_numpy(value)
     except Exception:
         arr = np.asarray(value)
     return np.array(arr, copy=True)
