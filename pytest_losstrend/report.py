@@ -142,14 +142,16 @@ def elide_middle(text: str, width: int) -> str:
         text = f"{base}::{name}"
         if len(text) <= width:
             return text
-    # Keep more of the end: the test name and its parameters tell tests apart more often.
-    head = (width - 1) // 3
+    # The whole file name while 12 characters are left for the end of the test name (with
+    # its parameters, which tell tests apart more often than its start).
+    name = text.rsplit("::", 1)[-1]
+    head = min(len(path.rsplit("/", 1)[-1]) + len(sep), width - 1 - min(len(name), 12))
     return text[:head] + "…" + text[len(text) - (width - 1 - head):]
 
 
 def _distinct_labels(ids: list[str], width: int) -> dict[str, str]:
-    """Each id elided to ``width``, with ids that would read alike given a window on the
-    characters that tell them apart."""
+    """Each id elided to ``width``; ids that would then read alike show, instead of their
+    start, the part where they differ (a folder, say), still ending in their test name."""
     labels = {i: elide_middle(i, width) for i in ids}
     by_label: dict[str, list[str]] = {}
     for i, lab in labels.items():
@@ -158,11 +160,8 @@ def _distinct_labels(ids: list[str], width: int) -> dict[str, str]:
         if len(group) < 2:
             continue
         for i in group:
-            others = [o for o in group if o != i]
-            # The first and the last character at which it differs from the nearest other.
-            lo = max(_common_prefix(i, o) for o in others)
-            hi = max(_common_prefix(i[::-1], o[::-1]) for o in others)
-            labels[i] = _window(i, width, lo, len(i) - hi)
+            lo = max(_common_prefix(i, o) for o in group if o != i)
+            labels[i] = _window(i, width, lo)
     return labels
 
 
@@ -175,29 +174,34 @@ def _common_prefix(a: str, b: str) -> int:
     return n
 
 
-def _window(text: str, width: int, lo: int, hi: int) -> str:
-    """``text`` cut to ``width`` keeping a character where it differs from the id it would
-    be confused with (``text[lo]``, or ``text[hi - 1]``), and "…" for what is left out."""
+def _window(text: str, width: int, lo: int) -> str:
+    """``text`` cut to ``width``, keeping the end of its test name and the character ``lo``
+    (where it differs from an id it would be confused with), "…" for what is left out."""
     if len(text) <= width:
         return text
-    if width < 3:
+    if width < 5:
         return text[lo:lo + width]
-    if lo + 1 <= width - 1:
-        head = max(lo + 1, (width - 1) // 3)
-        return text[:head] + "…" + text[len(text) - (width - 1 - head):]
-    tail = len(text) - hi + 1
-    if tail <= width - 1:
-        return text[:width - 1 - tail] + "…" + text[len(text) - tail:]
-    start = max(0, min(lo - (width - 2) // 2, len(text) - (width - 2)))
-    return "…" + text[start:start + width - 2] + "…"
+    tail = min(len(text.rsplit("::", 1)[-1]), (width - 1) // 2, len(text) - lo - 1)
+    room = width - 1 - max(tail, 0)
+    end = text[len(text) - tail:] if tail > 0 else ""
+    if lo + 8 <= room:
+        # The difference and a little of what follows it fit in a plain start.
+        return text[:room] + "…" + end
+    span = room - 1
+    # Start the window at the folder or name holding the difference, when that fits.
+    start = text.rfind("/", 0, lo) + 1
+    if start <= lo - span:
+        start = lo - span // 2
+    return "…" + text[start:start + span] + "…" + end
 
 
 #: The terminal table's columns, and the order in which they are left out when it does not fit.
 _TERM_HEAD = ("test", "series", "steps", "start -> end", "drop", "verdict", "outcome",
               "reruns", "why", "curve")
-_TERM_DROP_ORDER = ("curve", "start -> end", "steps", "why", "drop", "reruns", "series")
-#: The narrowest the test column gets before another column is left out.
-_MIN_TEST_WIDTH = 24
+_TERM_DROP_ORDER = ("curve", "start -> end", "steps", "drop", "why", "reruns", "series")
+#: The narrowest the test column gets before another column is left out: room for a file
+#: name and most of a test name.
+_MIN_TEST_WIDTH = 40
 
 
 def term_lines(results: list[dict[str, Any]], width: int = 100) -> list[str]:
@@ -207,9 +211,11 @@ def term_lines(results: list[dict[str, Any]], width: int = 100) -> list[str]:
     (pytest's, e.g. FAILED when the body raised after a good curve, XFAIL for a
     ``loss_fails`` case), reruns (only when pytest-rerunfailures reran a test), why (top
     cause), curve (a sparkline). When the row does not fit, the test id is elided in its
-    middle (keeping file and test name) down to 24 characters; below that, columns are left
-    out in this order: curve, start -> end, steps, why, drop, reruns, series. The verdict
-    and the outcome always stay; ids that would read alike keep the characters that differ.
+    middle (keeping file and test name) down to 40 characters; below that, columns are left
+    out in this order: curve, start -> end, steps, drop, why, reruns, series. The test, the
+    verdict and the outcome always stay (a judged verdict is in capitals, an informational
+    series' in lower case, which tells a test's rows apart once the series column is gone);
+    ids that would read alike show the part where they differ.
     """
     if not results:
         return ["no test recorded a loss"]
