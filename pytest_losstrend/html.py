@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .mutate import score_line
-from .report import _plural, series_rows
+from .report import OUTCOMES, _plural, outcome_word, series_rows
 
 # Chart geometry, in CSS pixels: the plot area leaves room for the tick labels on the left and
 # below.
@@ -131,7 +131,7 @@ _TestIds = tuple[str, dict[str, str]]
 
 
 def _status_of(test: dict[str, Any]) -> tuple[str, str]:
-    """The test's badge: (css class, label)."""
+    """The badge of the test's loss verdict: (css class, label)."""
     verdict = test.get("verdict")
     if not verdict:
         return "none", "no verdict"
@@ -141,9 +141,26 @@ def _status_of(test: dict[str, Any]) -> tuple[str, str]:
         # The curve itself passed, but the baseline gate failed the test.
         return "fail", "REGRESSED"
     if test.get("marker") == "loss_fails" and status == "fail":
-        # A known-bad configuration failing as it should: the test itself passed.
-        return "xfail", "XFAIL"
+        # A known-bad configuration failing as it should: not red.
+        return "xfail", "FAIL"
     return (status if status in ("pass", "fail", "inconclusive") else "none"), status.upper()
+
+
+#: The badge colour of each pytest outcome.
+_OUTCOME_CSS = {"passed": "pass", "failed": "fail", "skipped": "none", "xfailed": "xfail",
+                "xpassed": "inconclusive"}
+
+
+def _outcome_badge(test: dict[str, Any]) -> str:
+    """The badge of the test's outcome as pytest counts it (PASSED, FAILED, XFAIL...)."""
+    outcome = str(test.get("outcome") or "")
+    title = "pytest's outcome of the test"
+    if outcome == "xfailed" and test.get("marker") == "loss_fails":
+        title = "loss_fails: the loss check failed, as expected (an expected failure)"
+    reruns = int(test.get("reruns") or 0)
+    if reruns:
+        title += f", after {_plural(reruns, 'rerun')}"
+    return _badge(_OUTCOME_CSS.get(outcome, "none"), outcome_word(test), title)
 
 
 def _badge(css: str, label: str, title: str = "") -> str:
@@ -151,8 +168,8 @@ def _badge(css: str, label: str, title: str = "") -> str:
     return f'<span class="badge {css}"{t}>{_e(label)}</span>'
 
 
-def _row_badge(status: str) -> str:
-    if status == "XFAIL":
+def _row_badge(status: str, *, expected: bool = False) -> str:
+    if expected:
         return _badge("xfail", status, "loss_fails: the loss check failed, as expected")
     if status == "REGRESSED":
         return _badge("fail", status, "worse than the saved baseline (--losstrend-compare-fail)")
@@ -481,36 +498,40 @@ def _failed_marker(scale: _Scale, step: int) -> tuple[str, str]:
 
 
 def _counts(tests: list[dict[str, Any]]) -> str:
-    statuses = [t["verdict"]["status"] for t in tests if t.get("verdict")]
-    parts = [_badge(s if statuses.count(s) else "none", f"{statuses.count(s)} {s}")
-             for s in ("pass", "fail", "inconclusive")]
-    xfail = sum(1 for t in tests if _status_of(t)[0] == "xfail")
-    if xfail:
-        parts.append(f"({_plural(xfail, 'expected failure')}, loss_fails)")
-    unjudged = len(tests) - len(statuses)
-    if unjudged:
-        parts.append(_badge("none", f"{unjudged} without a verdict"))
-    return " ".join(parts)
+    """The tests counted by outcome, as pytest's summary counts them."""
+    outcomes = [str(t.get("outcome")) for t in tests]
+    parts = [_badge(_OUTCOME_CSS[o], f"{outcomes.count(o)} {o}")
+             for o in OUTCOMES if outcomes.count(o)]
+    rerun = sum(1 for t in tests if t.get("reruns"))
+    if rerun:
+        parts.append(f"({_plural(rerun, 'test')} rerun)")
+    return " ".join(parts) or _badge("none", "no outcome")
 
 
 def _summary(tests: list[dict[str, Any]], ids: list[_TestIds]) -> str:
-    head = ("test", "series", "steps", "start → end", "drop", "verdict", "top cause")
+    rerun = any(t.get("reruns") for t in tests)
+    head = ("test", "series", "steps", "start → end", "drop", "verdict", "outcome",
+            *(("reruns",) if rerun else ()), "top cause")
     out = ['<section class="card" id="summary"><h2>Summary</h2><table><thead><tr>',
            *(f"<th>{_e(h)}</th>" for h in head), "</tr></thead><tbody>"]
     for test, (tid, fids) in zip(tests, ids, strict=True):
         link = f'<a href="#{_e(tid)}"><code>{_e(test["nodeid"])}</code></a>'
         rows = series_rows(test)
+        reruns = f'<td class="num">{_e(test.get("reruns") or "")}</td>' if rerun else ""
         if not rows:
             css, label = _status_of(test)
             out.append(f'<tr><td class="test">{link}</td><td colspan="4">no series recorded</td>'
-                       f"<td>{_badge(css, label)}</td><td></td></tr>")
+                       f"<td>{_badge(css, label)}</td><td>{_outcome_badge(test)}</td>{reruns}"
+                       "<td></td></tr>")
         for r in rows:
             out.append(
                 f'<tr><td class="test">{link}</td>'
                 f'<td><a href="#{_e(fids[r["series"]])}">{_e(r["series"])}</a></td>'
                 f'<td class="num">{r["steps"]}</td>'
                 f'<td class="num">{_e(r["start"])} → {_e(r["end"])}</td>'
-                f'<td class="num">{_e(r["drop"])}</td><td>{_row_badge(r["status"])}</td>'
+                f'<td class="num">{_e(r["drop"])}</td>'
+                f'<td>{_row_badge(r["status"], expected=r["expected"])}</td>'
+                f"<td>{_outcome_badge(test)}</td>{reruns}"
                 f'<td>{_e(r["why"])}</td></tr>'
             )
     out.append("</tbody></table></section>")
@@ -530,7 +551,7 @@ def _series_figure(
     status = str(v.get("status", ""))
     css = status if status in ("pass", "fail", "inconclusive") else "none"
     if judged and expects_failure and status == "fail":
-        badge = _row_badge("XFAIL")
+        badge = _row_badge("FAIL", expected=True)
     elif judged:
         badge = _badge(css, status.upper())
     else:
@@ -564,9 +585,12 @@ def _test_section(test: dict[str, Any], ids: _TestIds, seed: Any) -> str:
     out = [
         f'<section class="card test" id="{_e(tid)}">',
         '<a class="top" href="#summary">summary ↑</a>',
-        f"<h2>{_badge(css, label)} <code>{_e(test['nodeid'])}</code></h2>",
+        # The outcome first: it is what pytest counted; the verdict is one reason for it.
+        f"<h2>{_outcome_badge(test)} <code>{_e(test['nodeid'])}</code></h2>",
         '<div class="facts">',
         _fact("outcome", test.get("outcome")),
+        f"<span>verdict {_badge(css, label)}</span>",
+        *([_fact("reruns", test["reruns"])] if test.get("reruns") else []),
         _fact("marker", test.get("marker")),
         _fact("framework", test.get("framework")),
         _fact("seed", test.get("seed")),

@@ -505,6 +505,8 @@ class LossTrendSession:
         self.seed = seed
         self.reports = reports
         self.results: list[dict[str, Any]] = []
+        #: Where each node id's result is in ``results`` (a rerun replaces it).
+        self._index: dict[str, int] = {}
         #: Node ids of marked test functions that did not ask for the fixture.
         self.unrequested: set[str] = set()
         #: --losstrend-mutate, and the score under which the session fails (None: never).
@@ -551,10 +553,24 @@ class LossTrendSession:
             self._sigterm_installed = False
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        """Collect the plain-data result a test report carries."""
+        """Collect the plain-data result a test's call report carries: one per test, from its
+        final attempt, with the number of reruns (pytest-rerunfailures) before it."""
         data = getattr(report, REPORT_ATTR, None)
-        if data is not None and report.when == "call":
+        # pytest-rerunfailures logs each attempt but the last with outcome "rerun": superseded
+        # by the final attempt, which carries the count.
+        if data is None or report.when != "call" or str(report.outcome) == "rerun":
+            return
+        reruns = getattr(report, "rerun", 0)
+        if isinstance(reruns, int) and reruns > 0:
+            data = dict(data, reruns=reruns)
+        at = self._index.get(data["nodeid"])
+        if at is None:
+            self._index[data["nodeid"]] = len(self.results)
             self.results.append(data)
+        else:
+            # An attempt whose call passed but whose teardown was rerun logged its call
+            # report already: the later attempt replaces it.
+            self.results[at] = data
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         """Save the baseline, and fail an otherwise green session when a mutation score is
@@ -939,18 +955,59 @@ def _reemit(caught: list[warnings.WarningMessage]) -> None:
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """Attach the loss-trend result to the call-phase report as plain data."""
-    report = yield
-    if call.when == "call":
-        data = item.stash.get(_RESULT_KEY, None)
-        lt = item.stash.get(_LT_KEY, None)
-        if data is None and lt is not None and lt.series_names:
-            from .runner import unmarked_result
+    """Attach the loss-trend result to the call-phase report as plain data, with the test's
+    outcome as pytest counts it.
 
-            data = unmarked_result(item, lt)
-        if data is not None:
-            data = dict(data, outcome=report.outcome)
-            setattr(report, REPORT_ATTR, data)
+    A ``loss_fails`` test whose verdict failed as expected is reported the way pytest reports
+    an xfail (outcome ``skipped`` with ``wasxfail``), so pytest's summary, JUnit XML and
+    pytest-xdist count it as xfailed. A skip our hook raised (an inconclusive verdict) is
+    placed at the test, as pytest places a skip mark's, not in this file.
+    """
+    report = yield
+    if call.when != "call":
+        return report
+    data = item.stash.get(_RESULT_KEY, None)
+    lt = item.stash.get(_LT_KEY, None)
+    if data is None and lt is not None and lt.series_names:
+        from .runner import unmarked_result
+
+        data = unmarked_result(item, lt)
+    if data is None:
+        return report
+    verdict = data.get("verdict")
+    if (
+        data.get("marker") == MARK_FAILS and report.passed and call.excinfo is None
+        and verdict is not None and verdict.get("status") == "fail"
+    ):
+        report.outcome = "skipped"
+        report.wasxfail = f"loss_fails: {verdict.get('reason', 'the loss check failed')}"
+    if report.skipped and not hasattr(report, "wasxfail"):
+        _skip_at_the_test(item, report)
+    if hasattr(report, "wasxfail"):
+        # pytest's own words: "xfailed" and "xpassed" are counted apart from skipped/passed.
+        outcome = "xfailed" if report.skipped else "xpassed"
+    else:
+        outcome = report.outcome
+    data = dict(data, outcome=outcome,
+                verdict_ok=bool(verdict["ok"]) if verdict is not None else None)
+    setattr(report, REPORT_ATTR, data)
     return report
 
 
+def _skip_at_the_test(item: pytest.Item, report: pytest.TestReport) -> None:
+    """Point a skip raised in this file at the test's own file and line."""
+    import os
+    from pathlib import Path
+
+    longrepr = report.longrepr
+    if not (isinstance(longrepr, tuple) and len(longrepr) == 3):
+        return
+    where, _, message = longrepr
+    try:
+        ours = Path(str(where)).resolve() == Path(__file__).resolve()
+    except OSError:
+        return
+    if ours:
+        path, line = item.reportinfo()[:2]
+        if line is not None:
+            report.longrepr = (os.fspath(path), line + 1, message)

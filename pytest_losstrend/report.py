@@ -6,6 +6,7 @@ import json
 import math
 import os
 import tempfile
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +67,34 @@ def _drop(drop: Any) -> str:
     return f"{100 * drop:.0f}%" if drop > -1.0 else f"x{1.0 - drop:.3g}"
 
 
+#: pytest's outcome words, in the order of its summary line ("1 failed, 2 passed, 4 xfailed").
+OUTCOMES = ("failed", "passed", "skipped", "xfailed", "xpassed")
+#: The word pytest's verbose output and its short summary use for each outcome.
+OUTCOME_WORDS = {"passed": "PASSED", "failed": "FAILED", "skipped": "SKIPPED",
+                 "xfailed": "XFAIL", "xpassed": "XPASS"}
+
+
+def outcome_word(result: dict[str, Any]) -> str:
+    """The test's outcome as pytest prints it (``PASSED``, ``FAILED``, ``XFAIL``...)."""
+    outcome = str(result.get("outcome") or "")
+    return OUTCOME_WORDS.get(outcome, outcome.upper() or "-")
+
+
+def outcome_counts(results: list[dict[str, Any]]) -> str:
+    """The tests counted by outcome as pytest's summary line counts them, e.g.
+    ``"1 failed, 2 passed, 4 xfailed"`` (empty when there are none)."""
+    outcomes = [str(r.get("outcome")) for r in results]
+    return ", ".join(f"{outcomes.count(o)} {o}" for o in OUTCOMES if outcomes.count(o))
+
+
 def series_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per recorded series of a test: what the terminal and Markdown tables show."""
+    """One row per recorded series of a test: what the terminal and Markdown tables show.
+
+    ``status`` is the loss verdict (the judged series in capitals, the others in lower case,
+    ``REGRESSED`` when the baseline gate failed the test); ``outcome`` is pytest's outcome of
+    the whole test, which a test body that raised or an expected failure (``loss_fails``)
+    makes differ from the verdict.
+    """
     rows = []
     for name, s in result["series"].items():
         v = s["verdict"]
@@ -75,9 +102,6 @@ def series_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
         judged = result["criteria"].get("series") == name and result.get("verdict") is not None
         # The judged series' verdict in capitals; the others are shown for information.
         status = v["status"].upper() if judged else v["status"]
-        if judged and result.get("marker") == "loss_fails" and v["status"] == "fail":
-            # A known-bad configuration failing as it should: pytest's word for it.
-            status = "XFAIL"
         diagnoses = result.get("diagnoses") or []
         why = diagnoses[0]["cause"] if judged and diagnoses else v.get("kind", "")
         comp = result.get("baseline") or {}
@@ -89,43 +113,164 @@ def series_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append({
             "series": name, "steps": len(s["losses"]), "start": _g(st.get("start")),
             "end": _g(st.get("end")), "drop": _drop(st.get("drop")), "status": status,
+            "expected": judged and result.get("marker") == "loss_fails"
+            and v["status"] == "fail",
+            "outcome": outcome_word(result), "reruns": int(result.get("reruns") or 0),
             "why": why, "losses": s["losses"],
         })
     return rows
 
 
+def elide_middle(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters by replacing its middle with "…".
+
+    A node id keeps its file name and its test name, the parts that tell rows apart: the
+    folders go first, then the class, then the middle of what is left.
+    """
+    if len(text) <= width:
+        return text
+    if width <= 1:
+        return "…"[:width]
+    path, sep, rest = text.partition("::")
+    if sep:
+        name = rest.rsplit("::", 1)[-1]
+        base = path.rsplit("/", 1)[-1]
+        for short in (f"…/{base}::{rest}", f"…/{base}::…::{name}" if "::" in rest else "",
+                      f"{base}::{rest}", f"{base}::…::{name}" if "::" in rest else ""):
+            if short and len(short) <= width and short != text:
+                return short
+        text = f"{base}::{name}"
+        if len(text) <= width:
+            return text
+    # The whole file name while 12 characters are left for the end of the test name (with
+    # its parameters, which tell tests apart more often than its start).
+    name = text.rsplit("::", 1)[-1]
+    head = min(len(path.rsplit("/", 1)[-1]) + len(sep), width - 1 - min(len(name), 12))
+    return text[:head] + "…" + text[len(text) - (width - 1 - head):]
+
+
+def _distinct_labels(ids: list[str], width: int) -> dict[str, str]:
+    """Each id elided to ``width``; ids that would then read alike show, instead of their
+    start, the part where they differ (a folder, say), still ending in their test name."""
+    labels = {i: elide_middle(i, width) for i in ids}
+    by_label: dict[str, list[str]] = {}
+    for i, lab in labels.items():
+        by_label.setdefault(lab, []).append(i)
+    for group in by_label.values():
+        if len(group) < 2:
+            continue
+        for i in group:
+            lo = max(_common_prefix(i, o) for o in group if o != i)
+            labels[i] = _window(i, width, lo)
+    return labels
+
+
+def _common_prefix(a: str, b: str) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _window(text: str, width: int, lo: int) -> str:
+    """``text`` cut to ``width``, keeping the end of its test name and the character ``lo``
+    (where it differs from an id it would be confused with), "…" for what is left out."""
+    if len(text) <= width:
+        return text
+    if width < 5:
+        return text[lo:lo + width]
+    tail = min(len(text.rsplit("::", 1)[-1]), (width - 1) // 2, len(text) - lo - 1)
+    room = width - 1 - max(tail, 0)
+    end = text[len(text) - tail:] if tail > 0 else ""
+    if lo + 8 <= room:
+        # The difference and a little of what follows it fit in a plain start.
+        return text[:room] + "…" + end
+    span = room - 1
+    # Start the window at the folder or name holding the difference, when that fits.
+    start = text.rfind("/", 0, lo) + 1
+    if start <= lo - span:
+        start = lo - span // 2
+    return "…" + text[start:start + span] + "…" + end
+
+
+#: The terminal table's columns, and the order in which they are left out when it does not fit.
+_TERM_HEAD = ("test", "series", "steps", "start -> end", "drop", "verdict", "outcome",
+              "reruns", "why", "curve")
+_TERM_DROP_ORDER = ("curve", "start -> end", "steps", "drop", "why", "reruns", "series")
+#: The narrowest the test column gets before another column is left out: room for a file
+#: name and most of a test name.
+_MIN_TEST_WIDTH = 40
+
+
 def term_lines(results: list[dict[str, Any]], width: int = 100) -> list[str]:
-    """The terminal table: one row per test and series."""
-    rows: list[tuple[Any, ...]] = []
+    """The terminal table, one row per test and series, fitted to ``width`` columns.
+
+    Columns: test, series, steps, start -> end, drop, verdict (the loss check), outcome
+    (pytest's, e.g. FAILED when the body raised after a good curve, XFAIL for a
+    ``loss_fails`` case), reruns (only when pytest-rerunfailures reran a test), why (top
+    cause), curve (a sparkline). When the row does not fit, the test id is elided in its
+    middle (keeping file and test name) down to 40 characters; below that, columns are left
+    out in this order: curve, start -> end, steps, drop, why, reruns, series. The test, the
+    verdict and the outcome always stay (a judged verdict is in capitals, an informational
+    series' in lower case, which tells a test's rows apart once the series column is gone);
+    ids that would read alike show the part where they differ.
+    """
+    if not results:
+        return ["no test recorded a loss"]
+    rows: list[dict[str, str]] = []
+    curves: list[list[Any]] = []
     for r in sorted(results, key=lambda r: r["nodeid"]):
         for sr in series_rows(r):
-            rows.append((
-                r["nodeid"].rsplit("/", 1)[-1], sr["series"], str(sr["steps"]),
-                f"{sr['start']} -> {sr['end']}", sr["drop"], sr["status"], sr["why"],
-                sr["losses"],
-            ))
+            curves.append(sr["losses"])
+            rows.append({
+                "test": r["nodeid"], "series": sr["series"], "steps": str(sr["steps"]),
+                "start -> end": f"{sr['start']} -> {sr['end']}", "drop": sr["drop"],
+                "verdict": sr["status"], "outcome": sr["outcome"],
+                "reruns": str(sr["reruns"]) if sr["reruns"] else "", "why": str(sr["why"]),
+                "curve": "",
+            })
     if not rows:
         return ["no test recorded a loss"]
-    head = ("test", "series", "steps", "start -> end", "drop", "verdict", "why")
-    fixed = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head) if i > 0]
+    columns = [c for c in _TERM_HEAD
+               if c != "reruns" or any(row["reruns"] for row in rows)]
     spark_w = 24 if width >= 120 else 16
-    test_w = max(24, min(max(len(r[0]) for r in rows), width - sum(fixed) - 2 * 7 - spark_w))
-    widths = [test_w, *fixed]
+    longest_id = max(len(row["test"]) for row in rows)
 
-    def line(cells: tuple[str, ...], spark: str) -> str:
-        out = []
-        for c, w in zip(cells, widths, strict=False):
-            # Keep the end of a long node id: the test name matters more than its folder.
-            out.append(c if len(c) <= w else "…" + c[-(w - 1):])
-            out[-1] = out[-1].ljust(w)
-        return "  ".join([*out, spark]).rstrip()
+    def col_width(c: str) -> int:
+        if c == "curve":
+            return spark_w
+        return max(len(c), *(len(row[c]) for row in rows))
 
-    lines = [line(head, "curve")]
-    for cells in rows:
-        lines.append(line(cells[:7], sparkline(cells[7], spark_w)))
+    def test_room(cols: list[str]) -> int:
+        return width - sum(col_width(c) for c in cols if c != "test") - 2 * (len(cols) - 1)
+
+    for drop in _TERM_DROP_ORDER:
+        if test_room(columns) >= min(longest_id, _MIN_TEST_WIDTH):
+            break
+        if drop in columns:
+            columns.remove(drop)
+    test_w = max(1, min(longest_id, test_room(columns)))
+    labels = _distinct_labels(list(dict.fromkeys(row["test"] for row in rows)), test_w)
+    widths = {c: (test_w if c == "test" else col_width(c)) for c in columns}
+
+    def line(cells: dict[str, str]) -> str:
+        out = [cells[c].ljust(widths[c]) for c in columns]
+        text = "  ".join(out).rstrip()
+        # Only when even the verdict and outcome do not fit (a very narrow terminal).
+        return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+    lines = [line({c: c for c in columns})]
+    for row, losses in zip(rows, curves, strict=True):
+        cells = dict(row, test=labels[row["test"]])
+        if "curve" in columns:
+            cells["curve"] = sparkline(losses, spark_w)
+        lines.append(line(cells))
     for r in sorted(results, key=lambda r: r["nodeid"]):
         for note in r.get("warnings") or []:
-            lines.append(f"warning: {r['nodeid']}: {note}")
+            lines += textwrap.wrap(f"warning: {r['nodeid']}: {note}", max(width, 20),
+                                   subsequent_indent="  ", break_on_hyphens=False)
     return lines
 
 
@@ -142,9 +287,12 @@ def mutation_lines(results: list[dict[str, Any]]) -> list[str]:
 
 
 def write_term(terminalreporter: Any, seed: int, results: list[dict[str, Any]]) -> None:
-    """The terminal report, into the pytest summary."""
+    """The terminal report, into the pytest summary, fitted to the terminal's width."""
     tests = len({r["nodeid"] for r in results})
-    terminalreporter.write_sep("=", f"loss trends: {_plural(tests, 'test')}, seed {seed}")
+    counts = outcome_counts(results)
+    terminalreporter.write_sep(
+        "=", f"loss trends: {_plural(tests, 'test')}{f' ({counts})' if counts else ''}, "
+        f"seed {seed}")
     for ln in term_lines(results, terminalreporter._tw.fullwidth):
         terminalreporter.write_line(ln)
     for ln in mutation_lines(results):
@@ -214,35 +362,59 @@ def _md_cell(text: Any) -> str:
 
 
 def markdown_report(doc: dict[str, Any]) -> str:
-    """A Markdown summary of the report document, sized for a CI job summary."""
+    """A Markdown summary of the report document, sized for a CI job summary.
+
+    The tests are counted by outcome as pytest counts them (a ``loss_fails`` case that failed
+    as expected is xfailed); the table shows each series' verdict beside the test's outcome,
+    and every failed test is listed under "Failing" with why.
+    """
     tests = doc["tests"]
-    statuses = [t["verdict"]["status"] for t in tests if t.get("verdict")]
-    counts = ", ".join(f"{statuses.count(s)} {s}" for s in ("pass", "fail", "inconclusive")
-                       if statuses.count(s))
+    counts = outcome_counts(tests)
+    rerun = any(t.get("reruns") for t in tests)
+    head = ["test", "series", "steps", "start → end", "drop", "verdict", "outcome",
+            *(["reruns"] if rerun else []), "top cause", "curve"]
     lines = [
         "## Loss trends",
         "",
         f"{_plural(len(tests), 'test')} (seed {doc['seed']}){': ' + counts if counts else ''}.",
         "",
-        "| test | series | steps | start → end | drop | verdict | top cause | curve |",
-        "|---|---|---|---|---|---|---|---|",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
     ]
     for t in tests:
         for row in series_rows(t):
-            lines.append(
-                f"| `{_md_cell(t['nodeid'])}` | {row['series']} | {row['steps']} | "
-                f"{row['start']} → {row['end']} | {row['drop']} | {row['status']} | "
-                f"{_md_cell(row['why'])} | {sparkline(row['losses'], 24)} |"
-            )
-    failing = [t for t in tests if t.get("verdict") and t["verdict"]["status"] == "fail"
-               and t.get("marker") != "loss_fails"]
+            reruns = [str(row["reruns"] or "")] if rerun else []
+            lines.append("| " + " | ".join([
+                f"`{_md_cell(t['nodeid'])}`", _md_cell(row["series"]), str(row["steps"]),
+                f"{row['start']} → {row['end']}", row["drop"], row["status"], row["outcome"],
+                *reruns, _md_cell(row["why"]), sparkline(row["losses"], 24),
+            ]) + " |")
+    failing = [t for t in tests if t.get("outcome") == "failed"]
     if failing:
         lines += ["", "### Failing", ""]
         for t in failing:
-            lines.append(f"- `{_md_cell(t['nodeid'])}`: {_md_cell(t['verdict']['reason'])}")
-            for d in t["diagnoses"][:2]:
-                lines.append(f"  - **{d['cause']}** ({d['confidence']:.2f}): "
-                             f"{_md_cell(d['evidence'])}. Fix: {_md_cell(d['fix'])}")
+            verdict = t.get("verdict") or {}
+            reason = _md_cell(verdict.get("reason", ""))
+            diagnosed = False
+            if t.get("marker") == "loss_fails" and verdict:
+                if verdict.get("status") == "fail":
+                    top = (t.get("diagnoses") or [{}])[0].get("cause", "none")
+                    why = ("loss_fails: the loss check failed as expected, but the test failed "
+                           f"(top cause {top}; see pytest's output)")
+                else:
+                    what = "passed" if verdict.get("ok") else "was inconclusive"
+                    why = f"loss_fails: expected the loss check to fail, but it {what}: {reason}"
+            elif verdict and not verdict.get("ok"):
+                why, diagnosed = reason, True
+            elif verdict:
+                why = "the loss check passed, but the test failed on its own (see pytest's output)"
+            else:
+                why = "the test failed (see pytest's output)"
+            lines.append(f"- `{_md_cell(t['nodeid'])}`: {why}")
+            if diagnosed:
+                for d in t["diagnoses"][:2]:
+                    lines.append(f"  - **{d['cause']}** ({d['confidence']:.2f}): "
+                                 f"{_md_cell(d['evidence'])}. Fix: {_md_cell(d['fix'])}")
     lines += _markdown_baseline(tests)
     return "\n".join(lines) + "\n"
 

@@ -242,7 +242,7 @@ def test_only_passing_marked_tests_are_saved(lt_pytester: pytest.Pytester) -> No
             train(losstrend, steps=20)
     """)
     result = lt_pytester.runpytest_inprocess("--losstrend-save=ref")
-    result.assert_outcomes(passed=5, failed=1)
+    result.assert_outcomes(passed=4, failed=1, xfailed=1)
     result.stdout.fnmatch_lines(["baseline .losstrend/ref.json: 3 tests added",
                                  "not saved (the test did not pass): test_mixed.py::test_diverges"])
     tests = baseline(lt_pytester, "ref")["tests"]

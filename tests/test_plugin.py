@@ -626,8 +626,9 @@ def test_loss_fails(lt_pytester: pytest.Pytester) -> None:
     )
     result = lt_pytester.runpytest_inprocess("-v")
     assert _outcomes(result) == {
-        "test_diverges_as_expected": "PASSED",
-        "test_frozen_as_expected": "PASSED",
+        # Expected failures, counted as pytest counts an xfail.
+        "test_diverges_as_expected": "XFAIL",
+        "test_frozen_as_expected": "XFAIL",
         "test_learns_after_all": "FAILED",
         "test_too_short_to_tell": "FAILED",
     }

@@ -47,7 +47,7 @@ REPORTS = ("--losstrend-report=json:r.json", "--losstrend-report=md:r.md",
 def _run(p: pytest.Pytester, *mode: str) -> dict[str, str]:
     result = p.runpytest_subprocess("-p", "no:cacheprovider", "--losstrend-seed=5", *REPORTS,
                                     *mode)
-    result.assert_outcomes(passed=7, failed=1)
+    result.assert_outcomes(passed=6, failed=1, xfailed=1)
     return {ext: (p.path / f"r.{ext}").read_text() for ext in ("json", "md", "html")}
 
 
@@ -99,4 +99,4 @@ def test_a_crashed_worker_costs_only_its_own_test(lt_pytester: pytest.Pytester) 
     assert [t["nodeid"] for t in doc["tests"]] == [
         f"test_crash.py::test_trains[{i}]" for i in range(4)]
     assert all(t["verdict"]["status"] == "pass" for t in doc["tests"])
-    assert "4 tests (seed 0): 4 pass." in (lt_pytester.path / "r.md").read_text()
+    assert "4 tests (seed 0): 4 passed." in (lt_pytester.path / "r.md").read_text()
