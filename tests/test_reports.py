@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
@@ -171,3 +173,24 @@ def test_interrupted_run_still_writes_its_reports(pytester: pytest.Pytester, sig
     assert [t["nodeid"] for t in doc["tests"]] == ["test_interrupted.py::test_finished"]
     assert "test_finished" in (pytester.path / "r.md").read_text()
     assert not list(pytester.path.glob(".r.json.*.tmp"))
+
+
+def test_atomic_write_removes_orphans_of_killed_writers(tmp_path: Path) -> None:
+    """A writer killed between its write and its rename leaves a temporary file; the next write
+    of that file removes it, and leaves alone one whose writer is still alive."""
+    import subprocess
+    import sys
+
+    from pytest_losstrend.report import write_text_atomic
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    orphan = tmp_path / f".r.json.{dead}.abc123.tmp"
+    in_flight = tmp_path / f".r.json.{os.getppid()}.def456.tmp"
+    other = tmp_path / f".other.json.{dead}.ghi789.tmp"
+    for p in (orphan, in_flight, other):
+        p.write_text("{")
+    write_text_atomic(tmp_path / "r.json", "{}\n")
+    assert (tmp_path / "r.json").read_text() == "{}\n"
+    assert not orphan.exists()
+    assert in_flight.exists() and other.exists()
