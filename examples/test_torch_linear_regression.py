@@ -21,8 +21,8 @@ configuration below sits next to its fix, and each is a test:
   the *last batch* of each epoch and saw it creep up. The test records every optimizer step
   and the per-step series passes; its docstring explains why the last-batch printout misled.
 
-The diverging runs are marked ``loss_fails``: they pass because the loss check fails, so this
-suite stays green while keeping the failure on record (run with ``--losstrend-report`` to see
+The diverging runs are marked ``loss_fails``: pytest counts them as expected failures (xfailed)
+because the loss check fails, so this suite stays green while keeping the failure on record (run with ``--losstrend-report`` to see
 each verdict and its reason). Under a losstrend marker a diverging loss stops the test at the
 step where it crosses the divergence bound, so these tests cost a handful of steps.
 """
