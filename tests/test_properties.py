@@ -328,3 +328,43 @@ def test_fmt_exp_past_the_float_range() -> None:
     assert fmt_exp(600 * math.log(10)) == "1e+600"
     assert fmt_exp(1500.0) == "2.77e+651"
     assert fmt_exp(math.inf) == "inf"
+
+
+# -- record(): every value is recorded as floats or refused with a message naming it -------------
+
+_scalars = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-(10**400), 10**400),
+    st.fractions(),
+    st.decimals(allow_nan=True, allow_infinity=True),
+    st.complex_numbers(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=4),
+    st.binary(max_size=4),
+)
+_values = st.one_of(
+    _scalars,
+    st.lists(_scalars, max_size=5),
+    st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=5).map(np.array),
+    st.lists(_scalars, max_size=5).map(lambda v: np.array(v, dtype=object)),
+    st.sampled_from([np.float32(3e38), np.float16(6e4), np.int64(-(2**63)),
+                     np.uint64(2**64 - 1), np.longdouble("1e4000"), np.array([[1.0]])]),
+)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
+@given(value=_values)
+def test_record_reads_floats_or_names_what_it_refused(value: Any) -> None:
+    from pytest_losstrend import LossTrend
+
+    lt = LossTrend()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            lt.record(value)
+        except (TypeError, ValueError) as exc:
+            assert str(exc).startswith("record() "), exc
+            assert lt.losses() == []
+            return
+    assert all(type(v) is float for v in lt.losses())

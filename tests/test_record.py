@@ -450,3 +450,29 @@ def test_record_reads_other_exact_numbers(value: Any, expected: list[float]) -> 
     for g, e in zip(got, expected, strict=True):
         assert type(g) is float
         assert g == e or (math.isnan(g) and math.isnan(e))
+
+
+@pytest.mark.parametrize("make", [lambda tf: tf.constant("0.5"), lambda tf: tf.constant(True)],
+                         ids=["string", "bool"])
+def test_record_rejects_tf_string_and_bool_scalars(tf: ModuleType, make: Any) -> None:
+    """float() read a tf string scalar's bytes b"0.5" as 0.5 and a bool as 1.0."""
+    with pytest.raises(TypeError, match=r"record\(\) takes losses, not (strings|byte strings|"
+                                        r"booleans)"):
+        LossTrend().record(make(tf))
+
+
+@pytest.mark.parametrize("last", [1.7e308, 5e-324, -1.7e308, -0.0])
+def test_fail_fast_on_extremes_gives_a_verdict(last: float) -> None:
+    """The marker's path with a float extreme after a falling curve: a verdict (a stop with
+    its message, or a judged curve), never an internal error."""
+    lt = LossTrend(fail_fast=True)
+    falling = [2.0, 1.8, 1.5, 1.3, 1.1, 1.0, 0.9, 0.8, 0.7, 0.65]
+    try:
+        for v in falling:
+            lt.record(v)
+        lt.record(last)
+    except LossTrendStop as stop:
+        assert stop.verdict.kind == "divergence"
+        assert "loss_decreases FAILED" in str(stop) and "1.7e+308" in str(stop)
+        return
+    assert lt.check().status in ("pass", "fail", "inconclusive")
