@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .evidence import Evidence
-from .stats import FloatArray, detrend, rank_autocorrelations
+from .stats import FloatArray, detrend, fmt_exp, rank_autocorrelations, safe_exp
 from .verdict import Diagnosis, Verdict
 
 #: The stable cause codes (DESIGN.md); rules may add others.
@@ -131,7 +131,7 @@ def rule_stability(ctx: DiagnosisContext) -> list[Diagnosis]:
     conf = {"divergence": 0.8, "non_finite": 0.8, "spike": 0.6, "rise": 0.45,
             "oscillation": 0.5, "late_rise": 0.5}[kind]
     if s is not None:
-        out.append(f"log-loss grows {s:.3g} per step (x{math.exp(s):.3g})")
+        out.append(f"log-loss grows {s:.3g} per step (x{fmt_exp(s)})")
     fix = "lower the learning rate 10x (watch() the optimizer for the exact stability limit)"
     if ev is not None and len(ev.lr) >= 2 and ev.lr[-1] > ev.lr[0] * 1.5:
         out.append(f"the learning rate grew from {_g(ev.lr[0])} to {_g(ev.lr[-1])}")
@@ -155,7 +155,8 @@ def rule_stability(ctx: DiagnosisContext) -> list[Diagnosis]:
             fix += (f" (the bound is for SGD; {ev.optimizer} needs a lower lr still: try "
                     f"{_g(limit / 10)})")
     elif lr and s is not None:
-        lam = (1.0 + math.exp(s / 2.0)) / lr
+        # Infinite for a log-loss growing past 1400 per step (1e-300 to 1e300 in one step).
+        lam = (1.0 + safe_exp(s / 2.0)) / lr
         limit = 2.0 / lam
         out.append(f"lr = {_g(lr)}; on a quadratic that growth means lambda_max = {_g(lam)}, "
                    f"a stability limit 2/lambda_max = {_g(limit)}")
@@ -320,9 +321,13 @@ def rule_oscillation(ctx: DiagnosisContext) -> list[Diagnosis]:
     if ev is not None and (ev.momentum or 0.0) >= 0.95:
         fix = f"lower the momentum ({_g(ev.momentum or 0.0)} -> 0.9) or the learning rate"
         conf = 0.85
+    # The swing is in log-loss on the log scale, in loss units on the linear one (a curve
+    # that goes negative).
+    swing = st.get("swing", 0.0)
+    swing_s = f"x{fmt_exp(swing)}" if st.get("log_scale", True) else f"by {_g(swing)} (linear)"
     return [Diagnosis(
         "oscillation", conf,
-        f"the loss swings x{math.exp(st.get('swing', 0.0)):.3g} with a period of "
+        f"the loss swings {swing_s} with a period of "
         f"{st.get('period')} steps (autocorrelation {st.get('autocorrelation', 0.0):.2f})",
         fix,
     )]

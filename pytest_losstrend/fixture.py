@@ -143,7 +143,12 @@ class LossTrend:
             s = self._series[series] = _Series(series)
         tp = type(value)
         if tp is float or tp is int:
-            v = float(value)
+            try:
+                v = float(value)
+            except OverflowError as exc:  # an int past 1.8e308
+                from .backends import not_a_float
+
+                raise not_a_float(value, exc) from None
         else:
             conv = self._converters.get(tp)
             if conv is None:

@@ -106,7 +106,8 @@ def _num(value: Any) -> float | None:
 
 
 def _fmt(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else "-"
+    # + 0: a loss of -0.0 reads "0", not "-0".
+    return f"{v + 0:.4g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else "-"
 
 
 class _Ids:
@@ -193,6 +194,9 @@ def _nice_step(span: float, count: int) -> float:
 
 
 def _linear_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
+    if not (hi - lo) / count > 1e-300:
+        # A span of denormals: its tick step would underflow to zero.
+        return []
     step = _nice_step(hi - lo, count)
     first = math.ceil(lo / step - 1e-9)
     last = math.floor(hi / step + 1e-9)

@@ -52,7 +52,8 @@ def sparkline(values: Sequence[float], width: int = 40) -> str:
     else:
         def tx(v: float) -> float:
             return v
-    span = hi - lo
+    # Halved before subtracting: the span of -1.7e308 .. 1.7e308 overflows, halves never do.
+    span = hi / 2 - lo / 2
     out = []
     for p in points:
         if p is None:
@@ -60,14 +61,14 @@ def sparkline(values: Sequence[float], width: int = 40) -> str:
         elif span <= 0:
             out.append(BARS[len(BARS) // 2])
         else:
-            idx = round((tx(p) - lo) / span * (len(BARS) - 1))
+            idx = round((tx(p) / 2 - lo / 2) / span * (len(BARS) - 1))
             out.append(BARS[max(0, min(len(BARS) - 1, idx))])
     return "".join(out)
 
 
 def _g(v: Any) -> str:
     if isinstance(v, float):
-        return f"{v:.4g}"
+        return f"{v + 0.0:.4g}"  # + 0.0: a loss of -0.0 reads "0", not "-0"
     return str(v)
 
 

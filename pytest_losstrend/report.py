@@ -57,7 +57,8 @@ def _plural(n: int, word: str) -> str:
 
 
 def _g(v: Any) -> str:
-    return f"{v:.3g}" if isinstance(v, (int, float)) else "-"
+    # + 0: a loss of -0.0 reads "0", not "-0".
+    return f"{v + 0:.3g}" if isinstance(v, (int, float)) else "-"
 
 
 def _drop(drop: Any) -> str:

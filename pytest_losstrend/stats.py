@@ -78,6 +78,35 @@ def mann_kendall(y: FloatArray) -> tuple[float, float, float]:
     return tau, _norm_cdf(z_dec), 1.0 - _norm_cdf(z_inc)
 
 
+def safe_exp(v: float) -> float:
+    """``math.exp(v)``, but infinity past the float range instead of ``OverflowError``.
+
+    Log-losses span up to 1454 (a loss going from 5e-324 to 1.8e308), so their differences
+    exponentiate past 1.8e308."""
+    try:
+        return math.exp(v)
+    except OverflowError:
+        return math.inf
+
+
+def fmt_exp(v: float, digits: int = 3) -> str:
+    """``exp(v)`` formatted like ``f"{exp(v):.3g}"``, even past the float range (a ratio of two
+    losses can be 1e600 although neither loss overflows).
+
+    Example:
+        >>> fmt_exp(0.0), fmt_exp(1500.0)
+        ('1', '2.77e+651')
+    """
+    if not math.isfinite(v) or v < 700.0:
+        return f"{safe_exp(v):.{digits}g}"
+    d = v / math.log(10.0)
+    exponent = math.floor(d)
+    mantissa = float(f"{10.0 ** (d - exponent):.{digits}g}")
+    if mantissa >= 10.0:  # 9.996 rounds to 10 at three digits
+        mantissa, exponent = mantissa / 10.0, exponent + 1
+    return f"{mantissa:.{digits}g}e+{exponent}"
+
+
 def _norm_cdf(z: float) -> float:
     return 0.5 * math.erfc(-z / math.sqrt(2.0))
 

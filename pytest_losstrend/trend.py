@@ -27,11 +27,13 @@ from .stats import (
     FloatArray,
     block_medians,
     detrend,
+    fmt_exp,
     mann_kendall,
     median_se,
     rank_autocorrelations,
     robust_noise,
     rolling_median,
+    safe_exp,
 )
 from .verdict import Verdict
 
@@ -48,6 +50,10 @@ Z_PASS = 4.0
 DIVERGENCE_FACTOR = 2.0
 # A curve whose peak-to-peak spread is below this fraction of its level is frozen.
 FROZEN_RTOL = 1e-12
+# The linear scale of a curve that is not all positive is its median magnitude, but never
+# below this fraction of its largest magnitude: a curve of mostly zeros (or denormals) and one
+# large value would otherwise be divided into the float overflow range.
+MIN_UNIT = 1e-200
 
 ADVICE = "record more steps, a larger batch or an eval series"
 
@@ -92,7 +98,7 @@ def _as_array(losses: Iterable[float] | Any) -> FloatArray:
 
 
 def _fmt(v: float) -> str:
-    return f"{v:.4g}"
+    return f"{v + 0.0:.4g}"  # + 0.0: a loss of -0.0 reads "0", not "-0"
 
 
 def judge(x: FloatArray, crit: Criteria) -> Verdict:
@@ -148,7 +154,11 @@ def judge(x: FloatArray, crit: Criteria) -> Verdict:
         )
 
     scale = float(np.max(np.abs(y_raw)))
-    if float(np.ptp(y_raw)) <= FROZEN_RTOL * max(scale, 1e-300):
+    # Every linear-scale figure is taken on the curve divided by its largest magnitude: the
+    # spread of +-1.7e308 overflows, and a fixed epsilon would call a curve of denormals that
+    # falls 40x frozen.
+    z = y_raw / scale if scale > 0 else y_raw
+    if float(np.ptp(z)) <= FROZEN_RTOL:
         base.update(start=float(y_raw[0]), end=float(y_raw[-1]), drop=0.0)
         return Verdict(
             "fail",
@@ -164,16 +174,25 @@ def judge(x: FloatArray, crit: Criteria) -> Verdict:
     # that losses which can go negative (NLL of a density, an ELBO) are still judged.
     if positive:
         y = np.log(y_raw)
-        unit = 1.0
+        unit_z = 1.0
     else:
-        unit = float(np.median(np.abs(y_raw))) or scale
-        y = y_raw / unit
+        unit_z = max(float(np.median(np.abs(z))) or 1.0, MIN_UNIT)
+        y = z / unit_z
 
     def level(v: float) -> float:
-        return float(math.exp(v)) if positive else float(v * unit)
+        # In this order, so that no product passes the curve's largest magnitude.
+        return safe_exp(v) if positive else float(v * unit_z * scale)
 
     def rel_drop(d: float) -> float:
-        return float(1.0 - math.exp(-d)) if positive else float(d)
+        # -inf when the end is more than 1.8e308 times the start (1e-200 to 1e200).
+        return float(1.0 - safe_exp(-d)) if positive else float(d)
+
+    def rise_pct(r: float) -> str:
+        if not positive:
+            return _pct(r)
+        if r < 700.0:
+            return _pct(math.expm1(r))
+        return f"{fmt_exp(r + math.log(100.0))}%"
 
     k0 = max(1, min(10, n // 10))
     head = float(np.median(y[:k0]))
@@ -231,12 +250,12 @@ def judge(x: FloatArray, crit: Criteria) -> Verdict:
         at = went_wrong_at()
         stats["failed_at"] = at
         if grew > math.log(DIVERGENCE_FACTOR) + Z_BAD * se_d and positive:
-            growth = _tail_growth(y[t_best:])
-            stats["growth_per_step"] = growth
+            slope = _tail_slope(y[t_best:])
+            stats["growth_per_step"] = safe_exp(slope)
             return Verdict(
                 "fail",
                 f"diverged: loss rose from {_fmt(level(start))} to {_fmt(level(end))} "
-                f"(x{math.exp(grew):.3g}), growing x{growth:.3g} per step from step {at}",
+                f"(x{fmt_exp(grew)}), growing x{fmt_exp(slope)} per step from step {at}",
                 "divergence",
                 stats,
                 failed_at=at,
@@ -250,7 +269,7 @@ def judge(x: FloatArray, crit: Criteria) -> Verdict:
                     "fail",
                     f"spike that did not recover: loss fell to {_fmt(level(best))}, jumped at "
                     f"step {at} and ended at {_fmt(level(end))} "
-                    f"(+{_pct(math.exp(rise) - 1 if positive else rise)} above the best)",
+                    f"(+{rise_pct(rise)} above the best)",
                     "spike",
                     stats,
                     failed_at=at,
@@ -259,7 +278,7 @@ def judge(x: FloatArray, crit: Criteria) -> Verdict:
                 "fail",
                 f"late rise: loss fell to {_fmt(level(best))} by step {stats['best_step']}, "
                 f"then climbed back to {_fmt(level(end))} "
-                f"(+{_pct(math.exp(rise) - 1 if positive else rise)} above the best, "
+                f"(+{rise_pct(rise)} above the best, "
                 f"tolerance {_pct(crit.tolerance)})",
                 "late_rise",
                 stats,
@@ -271,7 +290,7 @@ def judge(x: FloatArray, crit: Criteria) -> Verdict:
             return Verdict(
                 "fail",
                 f"rose overall: loss went from {_fmt(level(start))} to {_fmt(level(end))} "
-                f"(+{_pct(math.exp(grew) - 1 if positive else grew)})",
+                f"(+{rise_pct(grew)})",
                 "rise",
                 stats,
                 failed_at=at,
@@ -280,9 +299,11 @@ def judge(x: FloatArray, crit: Criteria) -> Verdict:
     osc = _oscillation(y)
     if osc is not None:
         period, amplitude, rho = osc
-        stats.update(period=period, swing=amplitude, autocorrelation=rho)
+        # The swing in log-loss on the log scale, in loss units on the linear one.
+        swing_units = amplitude if positive else amplitude * unit_z * scale
+        stats.update(period=period, swing=swing_units, autocorrelation=rho)
         if amplitude > max(d, 0.0) + tol:
-            swing = f"x{math.exp(amplitude):.3g}" if positive else f"{amplitude * unit:.3g}"
+            swing = f"x{fmt_exp(amplitude)}" if positive else f"{swing_units:.3g}"
             return Verdict(
                 "fail",
                 f"oscillation: the loss swings {swing} up and down with a period of about "
@@ -387,13 +408,13 @@ def _pct(v: float) -> str:
     return f"{100.0 * v:.3g}%"
 
 
-def _tail_growth(y: FloatArray) -> float:
-    """Per-step growth factor of the last half of ``y`` (Theil-Sen slope of log-loss)."""
+def _tail_slope(y: FloatArray) -> float:
+    """Per-step growth of the log-loss over the last half of ``y`` (Theil-Sen slope); its
+    exponential is the growth factor per step."""
     tail = y[len(y) // 2 :]
     if len(tail) < 2:
-        return 1.0
+        return 0.0
     if len(tail) > 400:
         tail = tail[-400:]
     i, j = np.triu_indices(len(tail), k=1)
-    slope = float(np.median((tail[j] - tail[i]) / (j - i)))
-    return float(math.exp(slope))
+    return float(np.median((tail[j] - tail[i]) / (j - i)))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import gc
 import math
 import weakref
+from decimal import Decimal
+from fractions import Fraction
 from types import ModuleType
 from typing import Any
 
@@ -325,3 +327,152 @@ def test_without_fail_fast_nothing_stops() -> None:
     # 2e4 passed the divergence bound (1e4 x the first loss) before anything overflowed.
     assert verdict.kind == "divergence"
     assert verdict.failed_at == 1
+
+
+# -- values with no float64 loss in them: each a clear error naming the value --------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        torch.tensor(1.0, device="meta"),
+        torch.ones(3, device="meta"),
+        [torch.tensor(0.5), torch.tensor(1.0, device="meta")],
+    ],
+    ids=["scalar", "vector", "in-a-list"],
+)
+def test_record_rejects_meta_tensors_naming_them(value: Any) -> None:
+    """Was torch's NotImplementedError "Cannot copy out of meta tensor; no data!"."""
+    lt = LossTrend()
+    lt.record(2.0)
+    with pytest.raises(ValueError, match=r"tensor on the meta device \(tensor\(\.\.\., "
+                                         r"device='meta'.*no values.*to_empty"):
+        lt.record(value)
+    assert lt.losses() == [2.0]
+
+
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [
+        (torch.tensor(1 + 2j), r"not complex numbers; got tensor\(1\.\+2\.j\)"),
+        (torch.tensor([1 + 2j, 2 + 0j]), r"not complex numbers; got tensor\(\[1\.\+2\.j"),
+        ([torch.tensor(1 + 2j)], r"not complex numbers; got tensor\(1\.\+2\.j\)"),
+        (np.complex128(1 + 2j), r"not complex numbers; got np\.complex128\(1\+2j\)"),
+        (np.array([1 + 2j]), r"not complex numbers; got ndarray of complex numbers"),
+        (1 + 2j, r"not complex numbers; got \(1\+2j\)"),
+        ([1.0, 1 + 2j], r"not complex numbers; got \(1\+2j\)"),
+    ],
+    ids=["torch", "torch-vector", "torch-in-list", "np-scalar", "np-array", "python",
+         "python-in-list"],
+)
+def test_record_rejects_complex_values_naming_them(value: Any, match: str) -> None:
+    """Complex tensors and numpy complex values were recorded with the imaginary part
+    dropped (a ComplexWarning at best), or failed inside float()."""
+    with pytest.raises(TypeError, match=match):
+        LossTrend().record(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [
+        (np.array(["0.5"]), r"not strings; got ndarray of strings"),
+        (np.array([b"0.5"]), r"not byte strings"),
+        (np.datetime64("2020-01-01"), r"not dates"),
+        (np.array([1, 2], dtype="m8[s]"), r"not time durations"),
+        (np.array([1.0, None], dtype=object), r"got NoneType: None"),
+        (np.array([1.0, "x"], dtype=object), r"holds str: 'x'"),
+        (bytearray(b"ab"), r"got bytearray: bytearray\(b'ab'\)"),
+        (memoryview(b"ab"), r"got memoryview"),
+        ({"loss": 1.0}, r"got dict: \{'loss': 1\.0\}"),
+    ],
+    ids=["str-array", "bytes-array", "datetime64", "timedelta", "object-None", "object-str",
+         "bytearray", "memoryview", "dict"],
+)
+def test_record_rejects_non_numbers_that_numpy_would_read(value: Any, match: str) -> None:
+    """Each was recorded as a number (a string parsed, None as NaN, a date as days since
+    1970, bytes as their codes) or named only its type."""
+    with pytest.raises(TypeError, match=match):
+        LossTrend().record(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [
+        (10**400, r"an int of about 401 digits: too large for a float"),
+        (10**5000, r"an int of about 5001 digits"),  # past repr()'s own 4300-digit limit
+        ([1.0, 10**400], r"an int of about 401 digits"),
+        (np.array([10**400], dtype=object), r"an int of about 401 digits"),
+        (Fraction(10**400, 3), r"got Fraction\(1000.*too large for a float"),
+        (Decimal("1e400"), r"got Decimal\('1E\+400'\): too large"),
+        (Decimal("sNaN"), r"cannot read Decimal\('sNaN'\) as a float"),
+    ],
+    ids=["int", "int-5000-digits", "int-in-list", "int-in-object-array", "Fraction",
+         "Decimal", "Decimal-sNaN"],
+)
+def test_record_rejects_numbers_past_the_float_range_naming_them(value: Any, match: str) -> None:
+    """Was OverflowError "int too large to convert to float" (naming nothing), or a silent
+    inf for a Decimal."""
+    lt = LossTrend()
+    lt.record(1.0)
+    with pytest.raises(ValueError, match=match):
+        lt.record(value)
+    assert lt.losses() == [1.0]
+
+
+@pytest.mark.skipif(np.finfo(np.longdouble).max <= np.finfo(np.float64).max,
+                    reason="long double is float64 here")
+def test_record_rejects_a_long_double_past_the_float_range() -> None:
+    with pytest.raises(ValueError, match=r"np\.longdouble\('1e\+400'\): too large"):
+        LossTrend().record(np.array([1.0, np.longdouble("1e400")]))
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (Decimal("0.5"), [0.5]),
+        ([Decimal("0.25"), Fraction(1, 8)], [0.25, 0.125]),
+        (Decimal("NaN"), [math.nan]),
+        (Decimal("-Infinity"), [-math.inf]),
+        (Fraction(1, 3), [1 / 3]),
+        (10**300, [1e300]),
+        (torch.tensor([1.0, 0.0, 2.0]).to_sparse(), [1.0, 0.0, 2.0]),
+        (torch.ones(3, requires_grad=True) * 2, [2.0, 2.0, 2.0]),
+        (np.array([1.0, 2.0], dtype=object), [1.0, 2.0]),
+    ],
+    ids=["Decimal", "Decimal-Fraction-list", "Decimal-NaN", "Decimal-inf", "Fraction",
+         "int-1e300", "sparse-tensor", "grad-vector", "object-array-of-floats"],
+)
+def test_record_reads_other_exact_numbers(value: Any, expected: list[float]) -> None:
+    """Decimal was rejected as "not a loss"; a sparse tensor raised torch's "Cannot access
+    data pointer"."""
+    got = _recorded(value)
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected, strict=True):
+        assert type(g) is float
+        assert g == e or (math.isnan(g) and math.isnan(e))
+
+
+@pytest.mark.parametrize("make", [lambda tf: tf.constant("0.5"), lambda tf: tf.constant(True)],
+                         ids=["string", "bool"])
+def test_record_rejects_tf_string_and_bool_scalars(tf: ModuleType, make: Any) -> None:
+    """float() read a tf string scalar's bytes b"0.5" as 0.5 and a bool as 1.0."""
+    with pytest.raises(TypeError, match=r"record\(\) takes losses, not (strings|byte strings|"
+                                        r"booleans)"):
+        LossTrend().record(make(tf))
+
+
+@pytest.mark.parametrize("last", [1.7e308, 5e-324, -1.7e308, -0.0])
+def test_fail_fast_on_extremes_gives_a_verdict(last: float) -> None:
+    """The marker's path with a float extreme after a falling curve: a verdict (a stop with
+    its message, or a judged curve), never an internal error."""
+    lt = LossTrend(fail_fast=True)
+    falling = [2.0, 1.8, 1.5, 1.3, 1.1, 1.0, 0.9, 0.8, 0.7, 0.65]
+    try:
+        for v in falling:
+            lt.record(v)
+        lt.record(last)
+    except LossTrendStop as stop:
+        assert stop.verdict.kind == "divergence"
+        assert "loss_decreases FAILED" in str(stop) and "1.7e+308" in str(stop)
+        return
+    assert lt.check().status in ("pass", "fail", "inconclusive")

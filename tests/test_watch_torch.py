@@ -553,3 +553,20 @@ def test_sampling_schedule_thins_out_on_long_loops() -> None:
     w.finish()
     assert w.evidence.steps == [*range(10), *range(10, 251, 10), *range(270, 751, 20), 790]
     assert w.evidence.optimizer_steps == 800
+
+
+def test_a_meta_model_is_refused_at_watch_with_what_to_do() -> None:
+    """Was torch's "Cannot copy out of meta tensor" from the sampler at the first flush (from
+    an optimizer hook on a long loop): a meta model has no values to watch."""
+    with torch.device("meta"):
+        model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    lt = LossTrend()
+    with pytest.raises(ValueError, match=r"meta device \(0\.weight, 0\.bias, 2\.weight, "
+                                         r"2\.bias\).*to_empty"):
+        lt.watch(model, opt)
+    assert lt.evidence is None
+    # Nothing was left hooked: the model still trains (on meta) without the watcher.
+    loss = model(torch.ones(2, 3, device="meta")).sum()
+    loss.backward()
+    opt.step()

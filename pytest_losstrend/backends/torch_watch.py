@@ -377,6 +377,17 @@ class TorchWatcher:
 
         named = [(n, p) for n, p in model.named_parameters()
                  if not isinstance(p, nn.parameter.UninitializedParameter)]
+        meta = [n for n, p in named if p.is_meta]
+        if meta:
+            # Caught here, not at the first sampled step inside an optimizer hook, where torch
+            # would say only "Cannot copy out of meta tensor".
+            raise ValueError(
+                f"watch() got a model with parameters on the meta device ({', '.join(meta[:4])}"
+                f"{', ...' if len(meta) > 4 else ''}): a meta tensor has a shape but no values, "
+                "so there is nothing to watch or train; materialise the model first "
+                "(model.to_empty(device='cpu') and initialise its weights, or build it outside "
+                "torch.device('meta'))"
+            )
         self._names = [n for n, p in named if p.requires_grad]
         self._params = [p for _, p in named if p.requires_grad]
         # One copy of the model, to tell at the end which parameters never moved.
