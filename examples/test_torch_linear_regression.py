@@ -22,8 +22,8 @@ configuration below sits next to its fix, and each is a test:
   and the per-step series passes; its docstring explains why the last-batch printout misled.
 
 The diverging runs are marked ``loss_fails``: pytest counts them as expected failures (xfailed)
-because the loss check fails, so this suite stays green while keeping the failure on record (run with ``--losstrend-report`` to see
-each verdict and its reason). Under a losstrend marker a diverging loss stops the test at the
+because the loss check fails, so this suite stays green while keeping the failure on record
+(run with ``--losstrend-report`` to see each verdict and its reason). Under a losstrend marker a diverging loss stops the test at the
 step where it crosses the divergence bound, so these tests cost a handful of steps.
 """
 
