@@ -23,8 +23,9 @@ configuration below sits next to its fix, and each is a test:
 
 The diverging runs are marked ``loss_fails``: pytest counts them as expected failures (xfailed)
 because the loss check fails, so this suite stays green while keeping the failure on record
-(run with ``--losstrend-report`` to see each verdict and its reason). Under a losstrend marker a diverging loss stops the test at the
-step where it crosses the divergence bound, so these tests cost a handful of steps.
+(run with ``--losstrend-report`` to see each verdict and its reason). Under a losstrend
+marker a diverging loss stops the test at the step where it crosses the divergence bound, so
+these tests cost a handful of steps.
 """
 
 from __future__ import annotations
