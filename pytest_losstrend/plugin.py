@@ -346,11 +346,11 @@ def pytest_configure(config: pytest.Config) -> None:
         from .baseline import BaselineError
 
         try:
-            session.baselines.load_files()
             if sent is None:
                 # The controller saves: a folder it cannot write stops the run now, not after
                 # an all-green one.
                 session.baselines.check_writable()
+            session.baselines.load_files()
         except BaselineError as exc:
             raise pytest.UsageError(f"losstrend: {exc}") from None
     config.stash[_CONFIG_KEY] = session
