@@ -424,7 +424,8 @@ def _expect(ok: bool, where: str, what: str, value: Any) -> None:
 
 def _optional_str(obj: dict[str, Any], key: str, where: str) -> None:
     value = obj.get(key)
-    _expect(value is None or isinstance(value, str), f"{where}[{key!r}]" if where else key,
+    # Fixed fields read as attributes, user-named keys (tests, series) in brackets.
+    _expect(value is None or isinstance(value, str), f"{where}.{key}" if where else key,
             "a string or null", value)
 
 
@@ -458,10 +459,10 @@ def _checked(doc: dict[str, Any]) -> dict[str, Any]:
         for key in _ENV_FIELDS:
             _optional_str(env, key, "environment")
         fw = env.get("frameworks")
-        _expect(fw is None or isinstance(fw, dict), "environment['frameworks']",
+        _expect(fw is None or isinstance(fw, dict), "environment.frameworks",
                 "a mapping of module -> version", fw)
         for mod, version in (fw or {}).items():
-            _expect(isinstance(version, str), f"environment['frameworks'][{mod!r}]",
+            _expect(isinstance(version, str), f"environment.frameworks[{mod!r}]",
                     "a version string", version)
     tests: Any = doc.get("tests")
     _expect(isinstance(tests, dict), "tests", "a mapping of test -> runs", tests)
@@ -780,7 +781,7 @@ class BaselineSettings:
         if self.save is None:
             return
         folder = self.directory
-        option = "--losstrend-baseline-dir (ini losstrend_baseline_dir)"
+        option = "set by --losstrend-baseline-dir or ini losstrend_baseline_dir"
         existing = folder
         while not existing.exists() and existing != existing.parent:
             existing = existing.parent
@@ -854,9 +855,9 @@ def save_session(
         out.update(failed=True, message=f"not saved: {exc}")
         return out
     except OSError as exc:
-        where = f" ({exc.filename})" if exc.filename else ""
+        where = f"{exc.filename}: " if exc.filename else ""
         out.update(failed=True, message=(
-            f"baseline {path} not saved: {exc.strerror or exc}{where}; the baseline was left as "
+            f"baseline {path} not saved: {where}{exc.strerror or exc}; the baseline was left as "
             "it was"))
         return out
     out.update(outcome)

@@ -109,7 +109,7 @@ DAMAGE: list[tuple[str, str | bytes, str]] = [
     ("seed-twice", edit(lambda d: runs(d)[1].update(seed=0)),
      f"{RUN1}.seed: expected a seed not already in the runs, got 0"),
     ("framework-number", edit(lambda d: runs(d)[1].update(framework=3)),
-     f"{RUN1}['framework']: expected a string or null, got 3"),
+     f"{RUN1}.framework: expected a string or null, got 3"),
     ("run-not-mapping", edit(lambda d: runs(d).append([1.0, 2.0])),
      f"tests[{KEY!r}].runs[2]: expected a mapping with 'seed' and 'series', got [1.0, 2.0]"),
     ("runs-missing", edit(lambda d: d["tests"][KEY].pop("runs")),
@@ -124,7 +124,7 @@ DAMAGE: list[tuple[str, str | bytes, str]] = [
     ("environment-string", edit(lambda d: d.update(environment="cpu")),
      "environment: expected a mapping, got 'cpu'"),
     ("framework-version-number", edit(lambda d: d["environment"]["frameworks"].update(numpy=2)),
-     "environment['frameworks']['numpy']: expected a version string, got 2"),
+     "environment.frameworks['numpy']: expected a version string, got 2"),
     ("truncated", VALID[: len(VALID) // 2], "is not valid JSON ("),
     ("empty", "", "is not valid JSON (Expecting value: line 1 column 1"),
     ("not-utf8", VALID.encode().replace(b"cpu", b"\xff\xfe\xfd"), "is not valid JSON (not UTF-8"),
@@ -265,8 +265,8 @@ def test_an_unwritable_baseline_folder_stops_the_run_at_start(
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "passed" not in result.stdout.str()
     result.stderr.fnmatch_lines([
-        f"ERROR: losstrend: baseline folder *{folder} (--losstrend-baseline-dir (ini "
-        f"losstrend_baseline_dir)) *{why}*"])
+        f"ERROR: losstrend: baseline folder *{folder} (set by --losstrend-baseline-dir or ini "
+        f"losstrend_baseline_dir) *{why}*"])
     assert sorted(p.name for p in curves.path.iterdir()) == before  # no probe left behind
 
 
@@ -296,8 +296,9 @@ def test_zz_folder_vanishes():
                                           "--losstrend-report=md:s.md")
     result.assert_outcomes(passed=3)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.stdout.fnmatch_lines([f"baseline {pytester.path}/curves/default.json not saved: *"
-                                 "the baseline was left as it was"])
+    result.stdout.fnmatch_lines([f"baseline {pytester.path}/curves/default.json not saved: "
+                                 f"{pytester.path}/curves: File exists; the baseline was left "
+                                 "as it was"])
     assert "Traceback" not in result.stdout.str() + result.stderr.str()
     assert len(json.loads((pytester.path / "r.json").read_text())["tests"]) == 2
     assert (pytester.path / "s.md").is_file()
