@@ -6,9 +6,12 @@ envelope of the baseline's runs, widened by the tolerance the gate expression gi
 seeds in the baseline make the band as wide as seed noise is, so that a different CI runner
 or seed does not make the gate flaky.
 
-Files are JSON with a schema version, written atomically; a file that is not a baseline is an
-error naming it and is never rewritten. Nothing is unpickled. Only the pure comparison
-functions need numpy; the plugin imports this module on use.
+Files are JSON with a schema version, written atomically, and saved under a lock
+(``NAME.json.lock`` beside the file) so that two sessions saving at once both keep their runs.
+Every value the code reads is checked when a file is loaded: a file that is not a baseline, or
+a damaged one, is an error naming it and the bad field, and is never rewritten. A loss that was
+not finite is stored as ``null``. Nothing is unpickled. Only the pure comparison functions need
+numpy; the plugin imports this module on use.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import math
 import platform
 import re
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,8 +133,9 @@ def baseline_key(nodeid: str) -> str:
 
 
 def _floats(losses: list[Any]) -> list[float]:
-    # Non-finite losses are stored as the strings "nan" and "inf", which float() reads back.
-    return [float(v) for v in losses]
+    # A loaded baseline holds floats already (null read back as NaN); None and the legacy
+    # strings are accepted here too so that the metrics never depend on where a curve came from.
+    return [math.nan if v is None else float(v) for v in losses]
 
 
 def _tail(y: list[float]) -> list[float]:
@@ -346,21 +351,38 @@ def baseline_path(directory: Path, name: str) -> Path:
     return directory / f"{check_name(name)}.json"
 
 
+#: The strings earlier versions wrote for a loss that was not finite (now ``null``).
+_LEGACY_NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+#: The optional string fields of a baseline's ``environment``.
+_ENV_FIELDS = ("plugin", "python", "platform", "machine", "device")
+
+
 def load(path: Path) -> dict[str, Any] | None:
-    """Read a baseline file; None when it does not exist. A file that is not valid JSON or
-    not a baseline of this schema raises :class:`BaselineError` naming it (and is left
-    untouched)."""
+    """Read and check a baseline file; None when it does not exist.
+
+    A file that is not valid JSON, not a baseline of this schema, or damaged in any value the
+    code reads raises :class:`BaselineError` naming the file and the field (and is left
+    untouched). Loss points come back as floats: ``null`` (a point that was not finite) and
+    the strings ``"nan"``, ``"inf"``, ``"-inf"`` that earlier versions wrote are read as NaN
+    and infinities.
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
-    except OSError as exc:
-        raise BaselineError(f"cannot read baseline {path}: {exc}") from None
-    try:
-        doc = json.loads(text)
-    except ValueError as exc:
+    except UnicodeDecodeError as exc:
         raise BaselineError(
-            f"baseline {path} is not valid JSON ({exc}); it was left untouched: fix or delete "
+            f"baseline {path} is not valid JSON (not UTF-8 text: {exc.reason} at byte "
+            f"{exc.start}); it was left untouched: fix or delete it, then save the baseline again"
+        ) from None
+    except OSError as exc:
+        raise BaselineError(f"cannot read baseline {path}: {exc.strerror or exc}") from None
+    try:
+        doc = json.loads(text, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
+        why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise BaselineError(
+            f"baseline {path} is not valid JSON ({why}); it was left untouched: fix or delete "
             "it, then save the baseline again"
         ) from None
     if not isinstance(doc, dict) or doc.get("schema") != BASELINE_SCHEMA:
@@ -369,13 +391,112 @@ def load(path: Path) -> dict[str, Any] | None:
             f"{path} is not a pytest-losstrend baseline (schema {found!r}, expected "
             f"{BASELINE_SCHEMA!r}); it was left untouched"
         )
-    tests = doc.get("tests")
-    if not isinstance(tests, dict) or not all(
-        isinstance(e, dict) and isinstance(e.get("runs"), list) for e in tests.values()
-    ):
-        raise BaselineError(f"baseline {path} is damaged: 'tests' is not a mapping of runs; "
-                            "it was left untouched")
-    return doc
+    try:
+        return _checked(doc)
+    except _Damage as exc:
+        raise BaselineError(
+            f"baseline {path} is damaged: {exc}; it was left untouched: fix or delete it, then "
+            "save the baseline again"
+        ) from None
+
+
+def _no_constant(name: str) -> float:
+    # Python's json reads NaN and Infinity, which are not JSON; the writer never emits them.
+    raise ValueError(f"{name} is not JSON (a point that was not finite is written null)")
+
+
+class _Damage(Exception):
+    """A bad value at a field of a baseline document (the message names the field)."""
+
+
+def _got(value: Any) -> str:
+    text = repr(value)
+    kind = {dict: "a mapping", list: "a list", bool: "a boolean"}.get(type(value))
+    if kind is not None and len(text) > 40:
+        return kind
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _expect(ok: bool, where: str, what: str, value: Any) -> None:
+    if not ok:
+        raise _Damage(f"{where}: expected {what}, got {_got(value)}")
+
+
+def _optional_str(obj: dict[str, Any], key: str, where: str) -> None:
+    value = obj.get(key)
+    # Fixed fields read as attributes, user-named keys (tests, series) in brackets.
+    _expect(value is None or isinstance(value, str), f"{where}.{key}" if where else key,
+            "a string or null", value)
+
+
+def _point(value: Any, where: str) -> float:
+    # bool is an int subclass, but True is no loss.
+    if value is None:
+        return math.nan
+    if isinstance(value, str) and value in _LEGACY_NON_FINITE:
+        return _LEGACY_NON_FINITE[value]
+    _expect(isinstance(value, (int, float)) and not isinstance(value, bool), where,
+            "a number", value)
+    try:
+        number = float(value)
+    except OverflowError:
+        raise _Damage(f"{where}: expected a number, got an integer too large for a float"
+                      ) from None
+    # 1e999 is valid JSON that reads as infinity: not something this plugin wrote.
+    _expect(math.isfinite(number), where, "a finite number (or null for a point that was not "
+            "finite)", value)
+    return number
+
+
+def _checked(doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` with every field the code reads checked, loss points as floats; raises
+    :class:`_Damage` naming the first bad field."""
+    for key in ("name", "created", "updated"):
+        _optional_str(doc, key, "")
+    env = doc.get("environment")
+    _expect(env is None or isinstance(env, dict), "environment", "a mapping", env)
+    if env is not None:
+        for key in _ENV_FIELDS:
+            _optional_str(env, key, "environment")
+        fw = env.get("frameworks")
+        _expect(fw is None or isinstance(fw, dict), "environment.frameworks",
+                "a mapping of module -> version", fw)
+        for mod, version in (fw or {}).items():
+            _expect(isinstance(version, str), f"environment.frameworks[{mod!r}]",
+                    "a version string", version)
+    tests: Any = doc.get("tests")
+    _expect(isinstance(tests, dict), "tests", "a mapping of test -> runs", tests)
+    out_tests: dict[str, Any] = {}
+    for key, entry in tests.items():
+        where = f"tests[{key!r}]"
+        _expect(isinstance(entry, dict), where, "a mapping with 'runs'", entry)
+        runs = entry.get("runs")
+        _expect(isinstance(runs, list), f"{where}.runs", "a list of runs", runs)
+        out_runs = []
+        seen: set[int] = set()
+        for i, run in enumerate(runs):
+            at = f"{where}.runs[{i}]"
+            _expect(isinstance(run, dict), at, "a mapping with 'seed' and 'series'", run)
+            seed = run.get("seed")
+            _expect(seed is None or (isinstance(seed, int) and not isinstance(seed, bool)),
+                    f"{at}.seed", "an integer or null", seed)
+            if seed is not None:
+                # Two runs under one seed: a save would replace one and keep the other.
+                _expect(seed not in seen, f"{at}.seed", "a seed not already in the runs", seed)
+                seen.add(seed)
+            _optional_str(run, "framework", at)
+            _optional_str(run, "saved", at)
+            series = run.get("series")
+            _expect(isinstance(series, dict), f"{at}.series", "a mapping of series -> losses",
+                    series)
+            curves: dict[str, list[float]] = {}
+            for name, losses in series.items():
+                here = f"{at}.series[{name!r}]"
+                _expect(isinstance(losses, list), here, "a list of losses", losses)
+                curves[name] = [_point(v, f"{here}[{j}]") for j, v in enumerate(losses)]
+            out_runs.append({**run, "series": curves})
+        out_tests[key] = {**entry, "runs": out_runs}
+    return {**doc, "tests": out_tests}
 
 
 @functools.lru_cache(maxsize=1)
@@ -479,10 +600,23 @@ def merge(
 
 
 def write(path: Path, doc: dict[str, Any]) -> Path:
-    """Write a baseline atomically, keys sorted, so a committed baseline diffs cleanly."""
-    from .report import _finite_json, write_text_atomic
+    """Write a baseline atomically, keys sorted, so a committed baseline diffs cleanly; a
+    loss that was not finite is written as ``null``."""
+    from .report import write_text_atomic
 
-    return write_text_atomic(path, _dumps(_finite_json(doc)) + "\n")
+    return write_text_atomic(path, _dumps(_null_non_finite(doc)) + "\n")
+
+
+def _null_non_finite(doc: Any) -> Any:
+    # JSON has no NaN or infinity. null (read back as NaN) keeps a curve a list of numbers;
+    # the strings "nan"/"inf" earlier versions wrote made it a list of mixed types.
+    if isinstance(doc, float) and not math.isfinite(doc):
+        return None
+    if isinstance(doc, dict):
+        return {k: _null_non_finite(v) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [_null_non_finite(v) for v in doc]
+    return doc
 
 
 def _dumps(obj: Any, depth: int = 0) -> str:
@@ -638,6 +772,45 @@ class BaselineSettings:
         if self.save is not None and self.save != self.compare:
             load(self.path(self.save))
 
+    def check_writable(self) -> None:
+        """When this run saves, check that the baseline folder exists or can be created, and
+        can be written, so that a bad folder stops the run before any test trains rather
+        than at the end of a green one. Raises :class:`BaselineError` naming the option and
+        the path. Nothing is left behind: the probe is removed at once.
+        """
+        if self.save is None:
+            return
+        folder = self.directory
+        option = "set by --losstrend-baseline-dir or ini losstrend_baseline_dir"
+        existing = folder
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            what = "is" if existing == folder else f"cannot be created: {existing} is"
+            raise BaselineError(f"baseline folder {folder} ({option}) {what} not a directory")
+        try:
+            # A real write, not os.access: root passes access checks on a read-only mount.
+            if existing == folder:
+                with tempfile.TemporaryFile(dir=folder, prefix=".losstrend-probe-"):
+                    pass
+            else:
+                Path(tempfile.mkdtemp(dir=existing, prefix=".losstrend-probe-")).rmdir()
+        except OSError as exc:
+            verb = "cannot be written" if existing == folder else (
+                f"cannot be created in {existing}")
+            raise BaselineError(
+                f"baseline folder {folder} ({option}) {verb}: {exc.strerror or exc}"
+            ) from None
+
+
+#: How long a save waits for another session saving the same baseline (seconds).
+LOCK_TIMEOUT = 120.0
+
+
+def lock_path(path: Path) -> Path:
+    """The lock file beside a baseline (``NAME.json.lock``); it stays in place, empty."""
+    return path.with_name(path.name + ".lock")
+
 
 def save_session(
     settings: BaselineSettings, results: list[dict[str, Any]], *, seed: int, exitstatus: int
@@ -646,7 +819,15 @@ def save_session(
     side, once, at the end of the run). Returns what happened, as plain data: the path,
     the node ids ``added``, ``replaced`` and ``kept`` (already saved, not overwritten
     without ``--losstrend-update``), and ``failed`` when the save did not do what was asked.
+
+    The read, merge and write happen under the baseline's lock file, so that two sessions
+    saving at once (say two seeds in parallel CI jobs) each merge into the other's runs. A
+    save that cannot be done (the lock held too long, the file damaged meanwhile, a full disk,
+    a folder made read-only) leaves the file as it was and returns ``failed`` with a message
+    naming it; it never raises.
     """
+    from filelock import FileLock, Timeout
+
     assert settings.save is not None
     path = settings.path(settings.save)
     out: dict[str, Any] = {"path": str(path), "name": settings.save, "added": [],
@@ -655,17 +836,33 @@ def save_session(
         # Half a run is no reference: the baseline stays as it was.
         out["message"] = f"baseline {path} not saved: the run was interrupted"
         return out
+    lock = lock_path(path)
     try:
-        doc = load(path)
-    except BaselineError as exc:
-        out.update(failed=True, message=str(exc))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(lock), timeout=LOCK_TIMEOUT):
+            doc = load(path)
+            new, outcome = merge(doc, results, name=settings.save, seed=seed,
+                                 update=settings.update)
+            if outcome["added"] or outcome["replaced"]:
+                write(path, new)
+    except Timeout:
+        out.update(failed=True, message=(
+            f"baseline {path} not saved: another session held its lock {lock} for more than "
+            f"{LOCK_TIMEOUT:g} s (a pytest still saving to it, or a hung one); the baseline was "
+            "left as it was: save again when that session is done"))
         return out
-    new, outcome = merge(doc, results, name=settings.save, seed=seed, update=settings.update)
+    except BaselineError as exc:
+        out.update(failed=True, message=f"not saved: {exc}")
+        return out
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        out.update(failed=True, message=(
+            f"baseline {path} not saved: {where}{exc.strerror or exc}; the baseline was left as "
+            "it was"))
+        return out
     out.update(outcome)
     out["unsaved"] = sorted(r["nodeid"] for r in results
                             if r.get("marker") == "loss_decreases" and not savable(r))
-    if outcome["added"] or outcome["replaced"]:
-        write(path, new)
     if outcome["kept"]:
         out["failed"] = True
     return out

@@ -374,6 +374,10 @@ def pytest_configure(config: pytest.Config) -> None:
         from .baseline import BaselineError
 
         try:
+            if sent is None:
+                # The controller saves: a folder it cannot write stops the run now, not after
+                # an all-green one.
+                session.baselines.check_writable()
             session.baselines.load_files()
         except BaselineError as exc:
             raise pytest.UsageError(f"losstrend: {exc}") from None
@@ -456,7 +460,23 @@ def _baseline_settings(config: pytest.Config) -> Any:
                 value = value.strip() or None
         return value
 
+    # An empty value (`--losstrend-save=`, often an unset CI variable) would otherwise mean
+    # "not given" and the run would silently save or gate nothing.
+    for dest, flag in (("losstrend_save", "NAME"), ("losstrend_compare", "NAME"),
+                       ("losstrend_baseline_dir", "DIR")):
+        given = config.getoption(dest, None)
+        if isinstance(given, str) and not given.strip():
+            option = "--" + dest.replace("_", "-")
+            raise pytest.UsageError(
+                f"losstrend: {option}= is empty: give a {flag}"
+                + (f" (or write {option} alone for 'default')" if flag == "NAME" else ""))
+    if not str(config.getini("losstrend_baseline_dir")).strip():
+        raise pytest.UsageError("losstrend: ini option losstrend_baseline_dir is empty: give a "
+                                "folder (default .losstrend)")
     fails = config.getoption("losstrend_compare_fail", None)
+    if fails and not all(f.strip() for f in fails):
+        raise pytest.UsageError("losstrend: --losstrend-compare-fail= is empty: give gates, "
+                                "e.g. final:10%,auc:15%")
     fail = ",".join(fails) if fails else (str(config.getini("losstrend_compare_fail")).strip()
                                           or None)
     save, compare, update = opt("losstrend_save"), opt("losstrend_compare"), opt("losstrend_update")

@@ -31,6 +31,8 @@ case "$mode" in
       "${pytest[@]}" --losstrend-save="$name.next" --losstrend-seed="$seed" "$@"
     done
     mv ".losstrend/$name.next.json" ".losstrend/$name.json"
+    # The staging name's lock file (each save locks NAME.json.lock): nothing saves to it now.
+    rm -f ".losstrend/$name.next.json.lock"
     echo "losstrend-gate: baseline .losstrend/$name.json saved under seeds: $seeds"
     ;;
   compare)
