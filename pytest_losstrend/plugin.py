@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from .criteria import Criteria, CriteriaError, validate_criteria
-from .seeding import DEFAULT_SEED
+from .seeding import DEFAULT_SEED, MAX_SEED
 
 if TYPE_CHECKING:
     from .fixture import LossTrend
@@ -54,11 +54,11 @@ def _parse_seed(value: str) -> int:
     try:
         seed = int(value)
     except ValueError:
+        seed = -1
+    if not 0 <= seed <= MAX_SEED:
+        # numpy's legacy seeding, which Keras uses too, takes 32 bits.
         raise argparse.ArgumentTypeError(
-            f"seed must be a non-negative integer, got {value!r}"
-        ) from None
-    if seed < 0:
-        raise argparse.ArgumentTypeError(f"seed must be a non-negative integer, got {value!r}")
+            f"seed must be an integer from 0 to {MAX_SEED} (2**32 - 1), got {value!r}")
     return seed
 
 

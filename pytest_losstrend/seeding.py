@@ -6,6 +6,9 @@ import random
 import sys
 
 DEFAULT_SEED = 0
+#: The largest seed ``--losstrend-seed`` takes: numpy's legacy seeding (and Keras, through it)
+#: takes 32 bits.
+MAX_SEED = 2**32 - 1
 
 
 def seed_everything(seed: int) -> list[str]:
@@ -34,7 +37,8 @@ def seed_everything(seed: int) -> list[str]:
         # keras.utils.set_random_seed seeds python, numpy and the backend (tensorflow) at once.
         import keras
 
-        keras.utils.set_random_seed(seed)
+        # seed + the seeds=N index may pass 32 bits, which numpy under Keras refuses.
+        keras.utils.set_random_seed(seed % 2**32)
         seeded.append("keras")
     elif "tensorflow" in sys.modules:
         import tensorflow as tf

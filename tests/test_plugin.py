@@ -749,13 +749,14 @@ def test_ini_seed_and_command_line_precedence(lt_pytester: pytest.Pytester) -> N
     result.stdout.fnmatch_lines(["losstrend: seed 6 *"])
 
 
-@pytest.mark.parametrize("value", ["-1", "abc", "1.5"])
+@pytest.mark.parametrize("value", ["-1", "abc", "1.5", "4294967296", "99999999999999999999999"])
 def test_bad_seed_option_is_a_usage_error(pytester: pytest.Pytester, value: str) -> None:
     pytester.makepyfile("def test_nothing(): pass")
     result = pytester.runpytest_inprocess(f"--losstrend-seed={value}")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
-        [f"*--losstrend-seed: seed must be a non-negative integer, got '{value}'*"]
+        [f"*--losstrend-seed: seed must be an integer from 0 to 4294967295 (2**32 - 1), "
+         f"got '{value}'*"]
     )
 
 
@@ -765,7 +766,7 @@ def test_bad_ini_seed_is_a_usage_error(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_inprocess()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
-        ["*ini option losstrend_seed: seed must be a non-negative integer, got '-3'*"]
+        ["*ini option losstrend_seed: seed must be an integer from 0 to 4294967295*, got '-3'*"]
     )
 
 
