@@ -100,7 +100,10 @@ def test_compare_clean_passes_and_reports_the_figures(suite: pytest.Pytester) ->
     assert all(r["runs"] == 3 and r["value"] <= r["limit"] for r in comp["rows"])
 
 
-def test_a_regression_fails_the_test_naming_file_and_figures(suite: pytest.Pytester) -> None:
+def test_a_regression_fails_the_test_naming_file_and_figures(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "160")  # the table keeps its 'why' column
     save_seeds(suite, range(3))
     (suite.path / "lr.txt").write_text("0.005")
     result = suite.runpytest_inprocess(GATE, "--losstrend-report=json:r.json",
@@ -110,14 +113,15 @@ def test_a_regression_fails_the_test_naming_file_and_figures(suite: pytest.Pytes
     result.assert_outcomes(failed=2)
     # The tables say what failed the test: the gate, not the curve's own verdict.
     result.stdout.fnmatch_lines(
-        ["test_models.py::test_fit  train   80 *  REGRESSED  baseline final,auc*"])
+        ["test_models.py::test_fit *train *80 *REGRESSED *FAILED *baseline final,auc*"])
     md = (suite.path / "s.md").read_text()
-    assert "| REGRESSED | baseline " in md
+    assert "| REGRESSED | FAILED | baseline " in md
     assert "### Baseline\n\nCompared with `default` (gated): 2 regressed." in md
     assert "| `test_models.py::test_fit` | train | final:10% | **" in md
     page = (suite.path / "r.html").read_text()
     assert page.count("<h3>Baseline <code>default</code> (gated): regressed</h3>") == 2
-    assert '<span class="badge fail">REGRESSED</span> <code>test_models.py::test_fit</code>' in page
+    # The card's header badge is pytest's outcome; the gate's verdict is in its facts line.
+    assert page.count('<span>verdict <span class="badge fail">REGRESSED</span></span>') == 2
     # Each chart shades the band of the baseline's runs behind the current curve.
     assert page.count('<polygon class="band"') == 2
     band = json.loads((suite.path / "r.json").read_text())["tests"][0]["baseline"]

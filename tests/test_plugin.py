@@ -298,7 +298,7 @@ def test_marked_test_body_keeps_its_own_outcome(lt_pytester: pytest.Pytester) ->
     tests = _by_test(_report(lt_pytester.path / "body.json"))
     assert tests["test_crashes"]["outcome"] == "failed"
     assert len(tests["test_crashes"]["series"]["train"]["losses"]) == 20
-    assert tests["test_known_bad"]["outcome"] == "skipped"  # how pytest reports an xfail
+    assert tests["test_known_bad"]["outcome"] == "xfailed"  # as pytest counts an xfail
     assert tests["test_known_bad"]["verdict"]["kind"] == "frozen"
     # The crashed test was never judged, but it still is a loss_decreases test.
     assert tests["test_crashes"]["marker"] == "loss_decreases"
@@ -792,14 +792,15 @@ def test_plain():
 """
 
 
-def test_term_report(lt_pytester: pytest.Pytester) -> None:
+def test_term_report(lt_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "160")  # wide enough for every column
     lt_pytester.makepyfile(test_reported=REPORTED)
     result = lt_pytester.runpytest_inprocess("--losstrend-report")
     result.assert_outcomes(passed=3, failed=1)
     result.stdout.fnmatch_lines(
         [
-            "*= loss trends: 3 tests, seed 0 =*",
-            "test * series * steps * start -> end * drop * verdict * why * curve",
+            "*= loss trends: 3 tests (1 failed, 2 passed), seed 0 =*",
+            "test * series * steps * start -> end * drop * verdict * outcome * why * curve",
             "*test_marked * train * 60 * PASS *",
             "*test_marked * eval * 12 *",
             "*test_nan * train * 8 * FAIL *",
@@ -866,7 +867,7 @@ def test_report_from_ini(lt_pytester: pytest.Pytester) -> None:
     lt_pytester.makeini("[pytest]\nlosstrend_report =\n    term\n    json:ini.json\n")
     lt_pytester.makepyfile(test_reported=REPORTED)
     result = lt_pytester.runpytest_inprocess("-k", "marked")
-    result.stdout.fnmatch_lines(["*= loss trends: 2 tests, seed 0 =*"])
+    result.stdout.fnmatch_lines(["*= loss trends: 2 tests (2 passed), seed 0 =*"])
     assert len(_report(lt_pytester.path / "ini.json")["tests"]) == 2
 
 
