@@ -46,6 +46,14 @@ def test_curve(losstrend, i):
     losstrend.record([math.exp(-t / 500) * (1 + 0.1 * rng.random()) for t in range(2000)])
 """
 
+SMALL_SUITE = """
+import pytest
+
+@pytest.mark.loss_decreases
+def test_curve(losstrend):
+    losstrend.record([1.0 / (1 + t) for t in range(30)])
+"""
+
 SLOW_SUITE = """
 import time
 import pytest
@@ -151,9 +159,13 @@ def kill_during_write(trials: int) -> dict[str, Any]:
                 time.sleep(0.002)
             proc.wait()
             states = {p: _whole(folder / p) for p in ("r.json", "r.html", "r.md")}
+            left = len(list(folder.glob(".r.*.tmp")))
+            # The next session writing the same reports clears what the killed one left.
+            (folder / "test_big.py").write_text(SMALL_SUITE)
+            _run(folder, *REPORTS)
             outcomes.append({
-                "killed_during": killed_at, "states": states,
-                "left_tmp": len(list(folder.glob(".r.*.tmp"))),
+                "killed_during": killed_at, "states": states, "left_tmp": left,
+                "left_after_next": len(list(folder.glob(".r.*.tmp"))),
             })
     hit = [o for o in outcomes if o["killed_during"]]
     damaged = sum(1 for o in outcomes for s in o["states"].values() if s is None)
@@ -161,8 +173,10 @@ def kill_during_write(trials: int) -> dict[str, Any]:
         "case": f"kill -9 during a report write ({len(hit)}/{trials} kills landed mid-write)",
         "sees": "the session dies; each report is the earlier file or the new one, whole",
         "lost": f"{damaged} damaged reports of {3 * trials}; "
-                f"{sum(o['left_tmp'] for o in outcomes)} stray temp files left",
-        "ok": damaged == 0 and len(hit) > 0,
+                f"{sum(o['left_tmp'] for o in outcomes)} temp files left by the killed writers, "
+                f"{sum(o['left_after_next'] for o in outcomes)} after the next session's write",
+        "ok": damaged == 0 and len(hit) > 0
+              and not any(o["left_after_next"] for o in outcomes),
         "detail": outcomes,
     }
 
@@ -183,7 +197,7 @@ def sigterm_mid_run() -> dict[str, Any]:
         doc = json.loads((folder / "r.json").read_text()) if (folder / "r.json").exists() else {}
         kept = len(doc.get("tests", []))
         return {"case": "SIGTERM mid-run (3 tests done, the 4th running)",
-                "sees": f"exit {proc.returncode}; " + _last_line(out, "interrupted", "Interrupt"),
+                "sees": f"exit {proc.returncode}; " + _last_line(out, "SIGTERM"),
                 "lost": f"{kept}/3 finished tests in the JSON, HTML and Markdown reports",
                 "ok": kept == 3 and all((folder / p).exists() for p in ("r.html", "r.md"))}
 
