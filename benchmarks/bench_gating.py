@@ -38,8 +38,8 @@ bit-identical, checked when the script was written) at a twentieth of the start-
 Every figure is counted from the JSON reports (``--losstrend-report=json:PATH``): each test's
 recorded losses and, under a comparison, its ``baseline`` object (status and rows per metric).
 The naive gates and the tolerance sweep are computed offline from the same JSON with
-``pytest_losstrend.baseline.compare_result``, the function the plugin calls; the script checks
-that offline and in-plugin verdicts agree on every test.
+``pytest_losstrend.reports.baseline.compare_result``, the function the plugin calls; the script
+checks that offline and in-plugin verdicts agree on every test.
 
 ``--quick`` (the 5 baseline seeds saved in one run with ``seeds=5``, the 1-seed baseline taken
 from its seed 0, 5 reruns, 5 seeds for each of the first three changes) takes about 75 s on a
@@ -64,8 +64,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest_losstrend.baseline as baseline_mod
-from pytest_losstrend.baseline import (
+import pytest_losstrend.reports.baseline as baseline_mod
+from pytest_losstrend.reports.baseline import (
     auc,
     baseline_key,
     compare_result,
@@ -622,7 +622,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # What tolerance would catch the changes, and at what false-alarm cost.
     out.append("\n#### Other gates, recomputed offline from the same runs\n")
     out.append(f"`compare_result` on the same JSON reports and baseline; NOISE_Z is "
-               f"`pytest_losstrend.baseline.NOISE_Z` (the plugin's is {baseline_mod.NOISE_Z:g}), "
+               "`pytest_losstrend.reports.baseline.NOISE_Z` "
+               f"(the plugin's is {baseline_mod.NOISE_Z:g}), "
                "set for the what-if rows only.\n")
     default_z = baseline_mod.NOISE_Z
     sweep: list[tuple[str, float]] = [

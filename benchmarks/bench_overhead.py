@@ -272,8 +272,8 @@ def bench_torch(cfg: Settings) -> Section:
     import torch
     from torch import nn
 
-    from pytest_losstrend.criteria import Criteria
     from pytest_losstrend.fixture import LossTrend
+    from pytest_losstrend.verdict.criteria import Criteria
 
     torch.set_num_threads(1)
     gen = torch.Generator().manual_seed(0)
@@ -405,8 +405,8 @@ def bench_keras(cfg: Settings) -> Section:
     import keras
     import numpy as np
 
-    from pytest_losstrend.criteria import Criteria
     from pytest_losstrend.fixture import LossTrend
+    from pytest_losstrend.verdict.criteria import Criteria
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(KERAS_SAMPLES, 8)).astype("float32")
@@ -733,7 +733,7 @@ def bench_import(cfg: Settings) -> Section:
             own[key].append(o)
             cum[key].append(c)
     check = (
-        "import sys, pytest_losstrend.plugin, pytest_losstrend.criteria; "
+        "import sys, pytest_losstrend.plugin, pytest_losstrend.verdict.criteria; "
         f"print(','.join(m for m in {HEAVY_MODULES!r} if m in sys.modules))"
     )
     proc = run_child([sys.executable, "-c", check], cwd)[2]
@@ -812,7 +812,7 @@ def test_diverging_loop(losstrend):
 
 def bench_failfast(cfg: Settings) -> Section:
     """Where the plugin stops a diverging marked test, against where the loss blows up."""
-    from pytest_losstrend.criteria import BOUND_POINTS, DIVERGENCE_BOUND
+    from pytest_losstrend.verdict.criteria import BOUND_POINTS, DIVERGENCE_BOUND
 
     with tempfile.TemporaryDirectory(prefix="losstrend-failfast-") as tmp:
         root = Path(tmp)

@@ -219,10 +219,10 @@ def time_call(fn: Callable[[], Any], reps: int) -> float:
 IMPORT_PROBE = """
 import sys, time
 import numpy, pytest
-import pytest_losstrend.plugin, pytest_losstrend.report, pytest_losstrend.runner
+import pytest_losstrend.plugin, pytest_losstrend.reports.report, pytest_losstrend.runner
 before = set(sys.modules)
 t0 = time.perf_counter()
-import pytest_losstrend.html, pytest_losstrend.mutate
+import pytest_losstrend.reports.html, pytest_losstrend.catalogue.mutate
 print(time.perf_counter() - t0, ",".join(sorted(set(sys.modules) - before)))
 """
 
@@ -243,8 +243,8 @@ def time_report_imports(reps: int) -> tuple[float, str]:
 def time_writers(report_json: Path, outdir: Path, reps: int) -> list[tuple[str, float, int]]:
     """Time building the document and each writer on the results of ``report_json``:
     ``(step, seconds, bytes written or 0)``."""
-    from pytest_losstrend.html import html_report
-    from pytest_losstrend.report import (
+    from pytest_losstrend.reports.html import html_report
+    from pytest_losstrend.reports.report import (
         final_document,
         markdown_report,
         term_lines,

@@ -14,7 +14,7 @@ Two measurements, printed as markdown tables:
    (the unwatched loop against itself: the noise floor) and the watcher sampling every 10th
    step throughout instead of thinning out after step 250. Target: median ratio <= 1.10.
 2. ``sharpness``: the top Hessian eigenvalue by power iteration on Hessian-vector products
-   (``pytest_losstrend.sharpness``, torch and TensorFlow/Keras) against
+   (``pytest_losstrend.capture.sharpness``, torch and TensorFlow/Keras) against
    ``numpy.linalg.eigvalsh`` of the exact Hessian ``2 AᵀA / N`` of mean squared error of a
    linear model, ``A`` the inputs with a ones column for the bias. Data: synthetic Gaussian
    features with one of them x10 (a wide eigenvalue gap) or two of them x10 and x8 (a narrow
@@ -93,8 +93,8 @@ def bench_overhead(rounds: int) -> Table:
     import torch
     from torch import nn
 
-    from pytest_losstrend.backends import torch_watch
-    from pytest_losstrend.backends.torch_watch import TorchWatcher
+    from pytest_losstrend.capture import torch_watch
+    from pytest_losstrend.capture.torch_watch import TorchWatcher
 
     torch.set_num_threads(1)
     gen = torch.Generator().manual_seed(0)
@@ -208,7 +208,7 @@ def torch_top(x: Any, y: Any) -> tuple[float, float]:
     """Power iteration through torch, and its wall time."""
     import torch
 
-    from pytest_losstrend.sharpness import top_hessian_eigenvalue_torch
+    from pytest_losstrend.capture.sharpness import top_hessian_eigenvalue_torch
 
     torch.manual_seed(0)
     model = torch.nn.Linear(x.shape[1], 1)
@@ -222,7 +222,7 @@ def tf_top(x: Any, y: Any) -> tuple[float, float]:
     """Power iteration through nested ``tf.GradientTape`` on a Keras model, and its time."""
     import keras
 
-    from pytest_losstrend.sharpness import top_hessian_eigenvalue_tf
+    from pytest_losstrend.capture.sharpness import top_hessian_eigenvalue_tf
 
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((x.shape[1],)), keras.layers.Dense(1)])

@@ -174,10 +174,10 @@ def diagnosis_table(runs: list[dict[str, Any]]) -> str:
     """Top-1 cause of each bad run from its curves (every series) and the optimizer's lr."""
     import numpy as np
 
-    from pytest_losstrend.criteria import Criteria
-    from pytest_losstrend.diagnosis import builtin_diagnoses, context_for, rank
-    from pytest_losstrend.evidence import Evidence
-    from pytest_losstrend.trend import judge
+    from pytest_losstrend.diagnosis.evidence import Evidence
+    from pytest_losstrend.diagnosis.rules import builtin_diagnoses, context_for, rank
+    from pytest_losstrend.verdict.criteria import Criteria
+    from pytest_losstrend.verdict.trend import judge
 
     rows: dict[tuple[str, str], list[str]] = defaultdict(list)
     for run in runs:
@@ -239,14 +239,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--diagnosis", action="store_true",
                     help="top-1 cause of the bad runs from their curves and the optimizer's lr")
     ap.add_argument("--set", nargs="*", default=[],
-                    help="NAME=VALUE: override a constant of pytest_losstrend.trend (a sweep)")
+                    help="NAME=VALUE: override a constant of pytest_losstrend.verdict.trend "
+                    "(a sweep)")
     args = ap.parse_args(argv)
-    from pytest_losstrend import trend
+    from pytest_losstrend.verdict import trend
 
     for item in args.set:
         name, _, raw = item.partition("=")
         if not hasattr(trend, name):
-            ap.error(f"pytest_losstrend.trend has no constant {name}")
+            ap.error(f"pytest_losstrend.verdict.trend has no constant {name}")
         setattr(trend, name, float(raw))
     runs = load_runs(args.corpus)
     if not runs:

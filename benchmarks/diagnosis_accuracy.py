@@ -1,4 +1,4 @@
-"""Diagnosis accuracy on the real training scenarios of ``pytest_losstrend.scenarios``.
+"""Diagnosis accuracy on the real training scenarios of ``pytest_losstrend.catalogue.scenarios``.
 
 Every scenario's bad run goes wrong for one known reason; its healthy twin does not. This runs
 each bad side and each twin under ``--seeds`` seeds, judges them as the ``loss_decreases``
@@ -40,8 +40,8 @@ os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from pytest_losstrend.scenarios import SCENARIOS, Scenario, ScenarioRun, execute
-from pytest_losstrend.verdict import Verdict
+from pytest_losstrend.catalogue.scenarios import SCENARIOS, Scenario, ScenarioRun, execute
+from pytest_losstrend.verdict.result import Verdict
 
 #: Evidence fields shown for a misdiagnosed run (the ones the rules read).
 EVIDENCE_FIELDS = (

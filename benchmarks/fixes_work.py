@@ -17,12 +17,12 @@ import argparse
 import re
 from typing import Any
 
-from pytest_losstrend.criteria import Criteria
-from pytest_losstrend.diagnosis import builtin_diagnoses, context_for, with_diagnoses
+from pytest_losstrend.capture.seeding import seed_everything
+from pytest_losstrend.diagnosis.rules import builtin_diagnoses, context_for, with_diagnoses
 from pytest_losstrend.fixture import LossTrend, LossTrendStop
-from pytest_losstrend.seeding import seed_everything
-from pytest_losstrend.trend import judge
-from pytest_losstrend.verdict import Verdict
+from pytest_losstrend.verdict.criteria import Criteria
+from pytest_losstrend.verdict.result import Verdict
+from pytest_losstrend.verdict.trend import judge
 
 STEPS = 200
 

@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from pytest_losstrend.criteria import Criteria
+from pytest_losstrend.capture.seeding import seed_everything
+from pytest_losstrend.catalogue.mutate import Mutation
 from pytest_losstrend.fixture import LossTrend, LossTrendStop
-from pytest_losstrend.mutate import Mutation
-from pytest_losstrend.seeding import seed_everything
+from pytest_losstrend.verdict.criteria import Criteria
 
 Setup = Callable[[], tuple[Any, tuple[Any, Any], dict[str, Any]]]
 

@@ -26,17 +26,17 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .criteria import Criteria, CriteriaError
-    from .fixture import LossTrend
-    from .trend import check
-    from .verdict import Diagnosis, Verdict
+    from pytest_losstrend.fixture import LossTrend
+    from pytest_losstrend.verdict.criteria import Criteria, CriteriaError
+    from pytest_losstrend.verdict.result import Diagnosis, Verdict
+    from pytest_losstrend.verdict.trend import check
 
 _LAZY = {
-    "check": "trend",
-    "Verdict": "verdict",
-    "Diagnosis": "verdict",
-    "Criteria": "criteria",
-    "CriteriaError": "criteria",
+    "check": "verdict.trend",
+    "Verdict": "verdict.result",
+    "Diagnosis": "verdict.result",
+    "Criteria": "verdict.criteria",
+    "CriteriaError": "verdict.criteria",
     "LossTrend": "fixture",
 }
 

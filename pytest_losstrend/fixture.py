@@ -9,14 +9,14 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .criteria import BOUND_POINTS, DIVERGENCE_BOUND, Criteria
-from .evidence import Evidence
-from .render import failure_message
-from .verdict import Verdict
+from pytest_losstrend.diagnosis.evidence import Evidence
+from pytest_losstrend.diagnosis.messages import failure_message
+from pytest_losstrend.verdict.criteria import BOUND_POINTS, DIVERGENCE_BOUND, Criteria
+from pytest_losstrend.verdict.result import Verdict
 
 if TYPE_CHECKING:
-    from .mutate import Mutation
-    from .stats import FloatArray
+    from pytest_losstrend.catalogue.mutate import Mutation
+    from pytest_losstrend.verdict.stats import FloatArray
 
 # Device tensors (CUDA, MPS) are kept as tensors and copied to the host in chunks of this many,
 # so recording never forces a device sync per step.
@@ -63,7 +63,7 @@ class _Series:
     def flush(self) -> None:
         if not self.pending:
             return
-        from .backends import tensors_to_floats
+        from pytest_losstrend.capture.convert import tensors_to_floats
 
         pending, self.pending = self.pending, []
         self.values.extend(tensors_to_floats(pending))
@@ -146,13 +146,13 @@ class LossTrend:
             try:
                 v = float(value)
             except OverflowError as exc:  # an int past 1.8e308
-                from .backends import not_a_float
+                from pytest_losstrend.capture.convert import not_a_float
 
                 raise not_a_float(value, exc) from None
         else:
             conv = self._converters.get(tp)
             if conv is None:
-                from .backends import converter_for
+                from pytest_losstrend.capture.convert import converter_for
 
                 conv = self._converters[tp] = converter_for(value)
                 root = (tp.__module__ or "").split(".")[0]
@@ -175,7 +175,7 @@ class LossTrend:
             s.arm(v)
 
     def _record_other(self, s: _Series, value: Any, out: Any) -> None:
-        from .backends import DEFER, HISTORY
+        from pytest_losstrend.capture.convert import DEFER, HISTORY
 
         if out is DEFER:
             s.pending.append(value.detach())
@@ -259,7 +259,7 @@ class LossTrend:
             >>> verdict = losstrend.check(min_drop=0.3)
             >>> verdict.ok, verdict.reason
         """
-        from .trend import judge
+        from pytest_losstrend.verdict.trend import judge
 
         crit = self.criteria.merged(**criteria) if criteria else self.criteria
         if crit.series not in self._series:
@@ -267,7 +267,7 @@ class LossTrend:
         verdict = judge(self.array(crit.series), crit)
         if verdict.ok:
             return verdict
-        from .diagnosis import builtin_diagnoses, context_for, with_diagnoses
+        from pytest_losstrend.diagnosis.rules import builtin_diagnoses, context_for, with_diagnoses
 
         ctx = context_for(self.as_dict(), crit.series, verdict, evidence=self.evidence)
         return with_diagnoses(verdict, builtin_diagnoses(ctx))
@@ -393,7 +393,7 @@ class LossTrend:
             >>> model, series = losstrend.fit(keras_model, dataset, loss="mse",
             ...                               optimizer="adam", steps=100)
         """
-        from .runner_fit import run_fit
+        from pytest_losstrend.catalogue.fit import run_fit
 
         return run_fit(self, model, data, loss=loss, optimizer=optimizer, steps=steps,
                        epochs=epochs, batch_size=batch_size, shuffle=shuffle,
@@ -433,7 +433,7 @@ class LossTrend:
             >>> model.fit(x, y, epochs=5, callbacks=[losstrend.keras_callback()], verbose=0)
             >>> vae.fit(x, epochs=5, callbacks=[losstrend.keras_callback(loss_key="total_loss")])
         """
-        from .backends.keras import check_loss_key, make_callback
+        from pytest_losstrend.capture.keras import check_loss_key, make_callback
 
         # Checked before anything else, so a wrong key fails here, not inside model.fit.
         check_loss_key(loss_key)
@@ -447,11 +447,11 @@ def _make_watcher(model: Any, optimizer: Any, *, loss_fn: Any, batch: Any) -> An
     module = type(model).__module__ or ""
     mro = {c.__module__.split(".")[0] for c in type(model).__mro__}
     if "torch" in mro and hasattr(model, "named_parameters"):
-        from .backends.torch_watch import TorchWatcher
+        from pytest_losstrend.capture.torch_watch import TorchWatcher
 
         return TorchWatcher(model, optimizer, loss_fn=loss_fn, batch=batch)
     if "keras" in mro or module.startswith(("keras", "tensorflow")):
-        from .backends.keras_watch import KerasWatcher
+        from pytest_losstrend.capture.keras_watch import KerasWatcher
 
         return KerasWatcher(model, optimizer, loss_fn=loss_fn, batch=batch)
     raise TypeError(

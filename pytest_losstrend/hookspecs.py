@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from .diagnosis import DiagnosisContext
-    from .mutate import Mutation
-    from .scenarios import Scenario
-    from .verdict import Diagnosis
+    from pytest_losstrend.catalogue.mutate import Mutation
+    from pytest_losstrend.catalogue.scenarios import Scenario
+    from pytest_losstrend.diagnosis.rules import DiagnosisContext
+    from pytest_losstrend.verdict.result import Diagnosis
 
 hookspec = pytest.hookspec
 
@@ -47,7 +47,7 @@ def pytest_losstrend_diagnose(context: DiagnosisContext) -> list[Diagnosis] | No
 def pytest_losstrend_catalogue_entries() -> list[Scenario] | None:
     """Add entries to the catalogue of known-bad training configurations.
 
-    Return a list of :class:`pytest_losstrend.scenarios.Scenario`; every implementation's
+    Return a list of :class:`pytest_losstrend.catalogue.scenarios.Scenario`; every implementation's
     entries are run by ``pytest --losstrend-catalogue`` (names must be unique). The built-in
     entries come through this hook too.
 
@@ -55,7 +55,7 @@ def pytest_losstrend_catalogue_entries() -> list[Scenario] | None:
 
     .. code-block:: python
 
-        from pytest_losstrend.scenarios import Scenario
+        from pytest_losstrend.catalogue.scenarios import Scenario
 
         def _train(lt, bad):
             ...  # train your model; with bad=True, with the fault
@@ -70,7 +70,7 @@ def pytest_losstrend_catalogue_entries() -> list[Scenario] | None:
 def pytest_losstrend_mutations() -> list[Mutation] | None:
     """Add mutation operators for ``--losstrend-mutate``.
 
-    Return a list of :class:`pytest_losstrend.mutate.Mutation`; each is applied, one at a
+    Return a list of :class:`pytest_losstrend.catalogue.mutate.Mutation`; each is applied, one at a
     time, to every marked test that trains through ``losstrend.fit`` (when its ``frameworks``
     include the test's). The built-in mutations come through this hook too; a ``conftest.py``
     is called first, so a mutation of the same name replaces a built-in one.
@@ -79,7 +79,7 @@ def pytest_losstrend_mutations() -> list[Mutation] | None:
 
     .. code-block:: python
 
-        from pytest_losstrend.mutate import Mutation
+        from pytest_losstrend.catalogue.mutate import Mutation
 
         def _labels_shuffled(x, y, shuffle):
             import numpy as np

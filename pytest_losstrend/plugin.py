@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .criteria import Criteria, CriteriaError, validate_criteria
-from .seeding import DEFAULT_SEED, MAX_SEED
+from pytest_losstrend.capture.seeding import DEFAULT_SEED, MAX_SEED
+from pytest_losstrend.verdict.criteria import Criteria, CriteriaError, validate_criteria
 
 if TYPE_CHECKING:
-    from .fixture import LossTrend
+    from pytest_losstrend.fixture import LossTrend
 
 MARK_DECREASES = "loss_decreases"
 MARK_FAILS = "loss_fails"
@@ -245,7 +245,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     """Add the ``pytest_losstrend_*`` hook specifications."""
-    from . import hookspecs
+    from pytest_losstrend import hookspecs
 
     pluginmanager.add_hookspecs(hookspecs)
 
@@ -257,14 +257,14 @@ class BuiltinRules:
     @pytest.hookimpl
     def pytest_losstrend_diagnose(self, context: Any) -> Any:
         """Every built-in rule's diagnoses of ``context``."""
-        from .diagnosis import builtin_diagnoses
+        from pytest_losstrend.diagnosis.rules import builtin_diagnoses
 
         return builtin_diagnoses(context)
 
     @pytest.hookimpl
     def pytest_losstrend_catalogue_entries(self) -> Any:
         """The built-in catalogue entries."""
-        from .catalogue import builtin_entries
+        from pytest_losstrend.catalogue.entries import builtin_entries
 
         return list(builtin_entries())
 
@@ -274,7 +274,7 @@ class BuiltinRules:
 
         First of the sinks, so that another sink raising cannot cost the user's files.
         """
-        from .report import write_files
+        from pytest_losstrend.reports.report import write_files
 
         session = config.stash[_CONFIG_KEY]
         reporter = config.pluginmanager.get_plugin("terminalreporter")
@@ -289,7 +289,7 @@ class BuiltinRules:
     @pytest.hookimpl
     def pytest_losstrend_mutations(self) -> Any:
         """The built-in mutations."""
-        from .mutate import builtin_mutations
+        from pytest_losstrend.catalogue.mutate import builtin_mutations
 
         return builtin_mutations()
 
@@ -320,7 +320,7 @@ def pytest_configure(config: pytest.Config) -> None:
         # since each parses the options itself).
         from pathlib import Path
 
-        config.args.append(str(Path(__file__).with_name("_catalogue_tests.py")))
+        config.args.append(str(Path(__file__).parent / "catalogue" / "_catalogue_tests.py"))
     seed = config.getoption("losstrend_seed", None)
     if seed is None:
         raw = config.getini("losstrend_seed")
@@ -365,13 +365,13 @@ def pytest_configure(config: pytest.Config) -> None:
         session.seed = int(sent["seed"])
         session.mutate = bool(sent["mutate"])
         if sent["baselines"] is not None:
-            from .baseline import BaselineSettings
+            from pytest_losstrend.reports.baseline import BaselineSettings
 
             session.baselines = BaselineSettings.from_plain(sent["baselines"])
     else:
         session.baselines = _baseline_settings(config)
     if session.baselines is not None:
-        from .baseline import BaselineError
+        from pytest_losstrend.reports.baseline import BaselineError
 
         try:
             if sent is None:
@@ -482,7 +482,7 @@ def _baseline_settings(config: pytest.Config) -> Any:
     save, compare, update = opt("losstrend_save"), opt("losstrend_compare"), opt("losstrend_update")
     if not (save or compare or fail or update):
         return None
-    from .baseline import BaselineError, BaselineSettings
+    from pytest_losstrend.reports.baseline import BaselineError, BaselineSettings
 
     directory = Path(opt("losstrend_baseline_dir") or ".losstrend")
     try:
@@ -598,7 +598,7 @@ class LossTrendSession:
         if hasattr(self.config, "workerinput"):
             return
         if self.baselines is not None and self.baselines.save is not None:
-            from .baseline import save_session
+            from pytest_losstrend.reports.baseline import save_session
 
             self.saved = save_session(self.baselines, self.results,
                                       seed=self.seed, exitstatus=int(session.exitstatus))
@@ -606,7 +606,7 @@ class LossTrendSession:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
         if self.fail_under is None:
             return
-        from .mutate import below
+        from pytest_losstrend.catalogue.mutate import below
 
         self.below = sorted({r["nodeid"] for r in self.results if below(r, self.fail_under)})
         if self.below and session.exitstatus == pytest.ExitCode.OK:
@@ -617,11 +617,11 @@ class LossTrendSession:
         if hasattr(self.config, "workerinput"):
             return
         if any(fmt == "term" for fmt, _ in self.reports):
-            from .report import write_term
+            from pytest_losstrend.reports.report import write_term
 
             write_term(terminalreporter, self.seed, self.results)
         if self.results or self.reports:
-            from .report import final_document
+            from pytest_losstrend.reports.report import final_document
 
             try:
                 self.config.hook.pytest_losstrend_report(
@@ -635,7 +635,7 @@ class LossTrendSession:
             terminalreporter.write_line(line, red=True)
         if self.mutate and not any(fmt == "term" for fmt, _ in self.reports):
             # The scores are the point of --losstrend-mutate: shown without the table too.
-            from .report import mutation_lines
+            from pytest_losstrend.reports.report import mutation_lines
 
             lines = mutation_lines(self.results)
             if lines:
@@ -643,7 +643,7 @@ class LossTrendSession:
                 for ln in lines:
                     terminalreporter.write_line(ln)
         if self.baselines is not None:
-            from .report import baseline_lines
+            from pytest_losstrend.reports.report import baseline_lines
 
             terminalreporter.write_sep("-", "loss-trend baselines")
             for ln, red in baseline_lines(self.baselines, self.results, self.saved):
@@ -670,7 +670,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     b = session.baselines
     if b is not None and b.compare is not None:
         # Imported only here: a run that compares nothing loads no report code at start.
-        from .report import _plural
+        from pytest_losstrend.reports.report import _plural
 
         path = b.display(b.path(b.compare))
         if b.compare_doc is None:
@@ -793,8 +793,8 @@ def losstrend(request: pytest.FixtureRequest) -> Generator[LossTrend, None, None
                 opt.step()
                 losstrend.record(loss)
     """
-    from .fixture import LossTrend
-    from .seeding import seed_everything
+    from pytest_losstrend.capture.seeding import seed_everything
+    from pytest_losstrend.fixture import LossTrend
 
     settings = request.config.stash[_CONFIG_KEY]
     node = request.node
@@ -829,7 +829,7 @@ def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
     """Take the generators' states once a seeded test's fixtures are set up."""
     yield
     if _LT_KEY in item.stash:
-        from .seeding import rng_states
+        from pytest_losstrend.capture.seeding import rng_states
 
         item.stash[_RNG_KEY] = rng_states()
 
@@ -845,7 +845,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, Any, Any]
     """
     states = pyfuncitem.stash.get(_RNG_KEY, None)
     if states is not None:
-        from .seeding import restore_rng_states
+        from pytest_losstrend.capture.seeding import restore_rng_states
 
         restore_rng_states(states)
     return (yield)
@@ -857,8 +857,8 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     name, mark = _marker_criteria(item)
     if name is None:
         return (yield)
-    from .fixture import LossTrendStop
-    from .runner import judge_item
+    from pytest_losstrend.fixture import LossTrendStop
+    from pytest_losstrend.runner import judge_item
 
     stop = None
     body_error: BaseException | None = None
@@ -883,7 +883,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
             # on its way out: that error is the test's failure, the verdict is shown with it.
             _reemit(caught)
             if lt is not None and lt.series_names:
-                from .runner import result_data
+                from pytest_losstrend.runner import result_data
 
                 item.stash[_RESULT_KEY] = result_data(item, lt, crit, exc.verdict, name)
             _add_note(body, "losstrend: after this error, the loss check failed too:\n"
@@ -894,7 +894,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
         # The body failed (or skipped) on its own: that outcome stands, but the report still
         # shows what was recorded, under the test's marker.
         if lt is not None and lt.series_names:
-            from .runner import result_data
+            from pytest_losstrend.runner import result_data
 
             item.stash[_RESULT_KEY] = result_data(item, lt, crit, lt.check(), name)
         raise
@@ -910,7 +910,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     settings = item.config.stash[_CONFIG_KEY]
     b = settings.baselines
     if b is not None and name == MARK_DECREASES:
-        from .baseline import environment
+        from pytest_losstrend.reports.baseline import environment
 
         # Recorded where the test ran: a pytest-xdist controller never imports the frameworks.
         data["environment"] = environment()
@@ -925,7 +925,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
         and lt.fit_framework is not None
     ):
         # Only a passing test is mutated: a failing one catches every mutant trivially.
-        from .mutate import run_mutants
+        from pytest_losstrend.catalogue.mutate import run_mutants
 
         run_mutants(item, lt, crit, data)
     item.stash[_RESULT_KEY] = data
@@ -989,7 +989,7 @@ def pytest_runtest_makereport(
     data = item.stash.get(_RESULT_KEY, None)
     lt = item.stash.get(_LT_KEY, None)
     if data is None and lt is not None and lt.series_names:
-        from .runner import unmarked_result
+        from pytest_losstrend.runner import unmarked_result
 
         data = unmarked_result(item, lt)
     if data is None:

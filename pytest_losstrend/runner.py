@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .criteria import Criteria
-from .render import failure_message
-from .trend import judge
-from .verdict import Verdict
+from pytest_losstrend.diagnosis.messages import failure_message
+from pytest_losstrend.verdict.criteria import Criteria
+from pytest_losstrend.verdict.result import Verdict
+from pytest_losstrend.verdict.trend import judge
 
 if TYPE_CHECKING:
     import pytest
 
-    from .fixture import LossTrend, LossTrendStop
+    from pytest_losstrend.fixture import LossTrend, LossTrendStop
 
 MARK_FAILS = "loss_fails"
 
@@ -110,7 +110,7 @@ def _diagnose(
 ) -> tuple[Verdict, list[str]]:
     """The verdict with its ranked diagnoses (through the ``pytest_losstrend_diagnose``
     hook), and the warnings of a passing test."""
-    from .diagnosis import context_for, passing_warnings, with_diagnoses
+    from pytest_losstrend.diagnosis.rules import context_for, passing_warnings, with_diagnoses
 
     lt.finish_watching()
     series = lt.as_dict()

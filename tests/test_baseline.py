@@ -13,12 +13,13 @@ import math
 import jsonschema
 import pytest
 
+import pytest_losstrend.diagnosis.rules
+
 # Imported before pytester snapshots the modules: numpy cannot be loaded twice in one process.
-import pytest_losstrend.baseline
-import pytest_losstrend.diagnosis
-import pytest_losstrend.report
+import pytest_losstrend.reports.baseline
+import pytest_losstrend.reports.report
 import pytest_losstrend.runner  # noqa: F401
-from pytest_losstrend.baseline import (
+from pytest_losstrend.reports.baseline import (
     BaselineError,
     auc,
     baseline_key,
@@ -27,7 +28,7 @@ from pytest_losstrend.baseline import (
     parse_gates,
     steps_to,
 )
-from pytest_losstrend.report import SCHEMA_PATH
+from pytest_losstrend.reports.report import SCHEMA_PATH
 
 SUITE = """
 from pathlib import Path

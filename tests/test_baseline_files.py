@@ -19,12 +19,13 @@ from typing import Any
 
 import pytest
 
+import pytest_losstrend.diagnosis.rules
+
 # Imported before pytester snapshots the modules: numpy cannot be loaded twice in one process.
-import pytest_losstrend.baseline
-import pytest_losstrend.diagnosis
-import pytest_losstrend.report
+import pytest_losstrend.reports.baseline
+import pytest_losstrend.reports.report
 import pytest_losstrend.runner
-from pytest_losstrend.baseline import load, write
+from pytest_losstrend.reports.baseline import load, write
 
 CURVES = """
 import random
@@ -319,7 +320,7 @@ def test_a_lock_held_too_long_is_a_red_line_naming_the_lock_file(
         stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        monkeypatch.setattr(pytest_losstrend.baseline, "LOCK_TIMEOUT", 0.5)
+        monkeypatch.setattr(pytest_losstrend.reports.baseline, "LOCK_TIMEOUT", 0.5)
         start = time.monotonic()
         result = curves.runpytest_inprocess("--losstrend-save", "--losstrend-seed=1")
         took = time.monotonic() - start

@@ -6,15 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from pytest_losstrend.catalogue import builtin_entries, entries, markdown
-from pytest_losstrend.diagnosis import CAUSES
+from pytest_losstrend.catalogue.entries import builtin_entries, entries, markdown
+from pytest_losstrend.diagnosis.rules import CAUSES
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_docs_catalogue_page_is_current() -> None:
     """docs/catalogue.md is generated from the entries; regenerate it when this fails:
-    python -m pytest_losstrend.catalogue > docs/catalogue.md"""
+    python -m pytest_losstrend.catalogue.entries > docs/catalogue.md"""
     assert (ROOT / "docs" / "catalogue.md").read_text() == markdown()
 
 
@@ -39,7 +39,7 @@ def test_a_conftest_adds_an_entry_through_the_hook(pytester: pytest.Pytester) ->
     """A team's entry from a conftest runs beside the built-in ones."""
     pytester.makeconftest(
         """
-        from pytest_losstrend.scenarios import Scenario
+        from pytest_losstrend.catalogue.scenarios import Scenario
 
         def _train(lt, bad):
             for i in range(30):

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 # Imported before pytester snapshots the modules: numpy cannot be loaded twice in one process.
-import pytest_losstrend.report  # noqa: F401
+import pytest_losstrend.reports.report  # noqa: F401
 
 CI = Path(__file__).resolve().parents[1] / "examples" / "ci"
 

@@ -1,8 +1,8 @@
 """Diagnosis: real training scenarios get their cause, their healthy twins pass, and the rules
 rank and word their diagnoses as documented.
 
-The scenario tests train real (tiny) models from ``pytest_losstrend.scenarios`` under seed 0
-and judge them as the ``loss_decreases`` marker would. The rule tests build contexts by hand.
+The scenario tests train real (tiny) models from ``pytest_losstrend.catalogue.scenarios`` under
+seed 0 and judge them as the ``loss_decreases`` marker would. The rule tests build contexts by hand.
 The pytester tests check what a user sees: the failure message, a conftest's own rule, the
 JSON report's warnings.
 """
@@ -18,17 +18,17 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pytest_losstrend.criteria import Criteria
-from pytest_losstrend.diagnosis import (
+from pytest_losstrend.catalogue.scenarios import SCENARIOS, Scenario, run_scenario
+from pytest_losstrend.diagnosis.evidence import Evidence
+from pytest_losstrend.diagnosis.rules import (
     DiagnosisContext,
     builtin_diagnoses,
     context_for,
     rank,
 )
-from pytest_losstrend.evidence import Evidence
-from pytest_losstrend.scenarios import SCENARIOS, Scenario, run_scenario
-from pytest_losstrend.trend import judge
-from pytest_losstrend.verdict import Diagnosis
+from pytest_losstrend.verdict.criteria import Criteria
+from pytest_losstrend.verdict.result import Diagnosis
+from pytest_losstrend.verdict.trend import judge
 
 SEED = 0
 
@@ -88,7 +88,7 @@ def test_healthy_twin_passes(scenario: Scenario) -> None:
 
 
 def test_scenarios_cover_every_cause() -> None:
-    from pytest_losstrend.diagnosis import CAUSES
+    from pytest_losstrend.diagnosis.rules import CAUSES
 
     assert {s.cause for s in SCENARIOS} == set(CAUSES)
     assert len({s.name for s in SCENARIOS}) == len(SCENARIOS)

@@ -14,10 +14,10 @@ import pytest
 
 # Imported before pytester snapshots the modules: numpy and torch cannot be loaded twice in
 # one process, and the inner run imports these.
-import pytest_losstrend.diagnosis
-import pytest_losstrend.report
+import pytest_losstrend.diagnosis.rules
+import pytest_losstrend.reports.report
 import pytest_losstrend.runner  # noqa: F401
-from pytest_losstrend.html import MAX_POINTS, PLOT_X0, PLOT_X1, PLOT_Y0, html_report
+from pytest_losstrend.reports.html import MAX_POINTS, PLOT_X0, PLOT_X1, PLOT_Y0, html_report
 
 SUITE = """
 import pytest

@@ -23,7 +23,7 @@ print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))
     [
         "import pytest_losstrend",
         "import pytest_losstrend.plugin",
-        "import pytest_losstrend, pytest_losstrend.plugin, pytest_losstrend.report",
+        "import pytest_losstrend, pytest_losstrend.plugin, pytest_losstrend.reports.report",
         "from pytest_losstrend import Verdict, Criteria, CriteriaError, Diagnosis",
     ],
 )

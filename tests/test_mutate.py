@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-import pytest_losstrend.mutate
-import pytest_losstrend.runner_fit  # imported before pytester's module snapshot
-from pytest_losstrend.mutate import Mutation, builtin_mutations, score_line
+import pytest_losstrend.catalogue.fit  # imported before pytester's module snapshot
+import pytest_losstrend.catalogue.mutate
+from pytest_losstrend.catalogue.mutate import Mutation, builtin_mutations, score_line
 
 INNER = '''
 import numpy as np
@@ -61,7 +61,7 @@ def test_own_loop(losstrend):
 CUSTOM = '''
 import numpy as np
 
-from pytest_losstrend.mutate import Mutation
+from pytest_losstrend.catalogue.mutate import Mutation
 
 
 def _targets_permuted(x, y, shuffle):
@@ -93,7 +93,7 @@ def mut_pytester(lt_pytester: pytest.Pytester) -> pytest.Pytester:
 def _tests(path: Path) -> dict[str, dict[str, Any]]:
     import jsonschema
 
-    from pytest_losstrend.report import SCHEMA_PATH
+    from pytest_losstrend.reports.report import SCHEMA_PATH
 
     doc = json.loads(path.read_text())
     jsonschema.validate(doc, json.loads(SCHEMA_PATH.read_text()))
@@ -186,7 +186,8 @@ def test_mutation_applies_and_score_line() -> None:
     }
     assert score_line(data) == "mutation score 1/2 (50%): missed b"
     assert score_line({}) is None
-    assert pytest_losstrend.mutate.below(data, 60) and not pytest_losstrend.mutate.below(data, 50)
+    mutate = pytest_losstrend.catalogue.mutate
+    assert mutate.below(data, 60) and not mutate.below(data, 50)
 
 
 def test_example_scores_sound_torch_and_keras_tests_fully(pytester: pytest.Pytester) -> None:

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 # Imported before pytester snapshots the modules: numpy cannot be loaded twice in one process.
-import pytest_losstrend.diagnosis
-import pytest_losstrend.report
+import pytest_losstrend.diagnosis.rules
+import pytest_losstrend.reports.report
 import pytest_losstrend.runner  # noqa: F401
-from pytest_losstrend.html import html_report
-from pytest_losstrend.report import SCHEMA_PATH, elide_middle, markdown_report, term_lines
+from pytest_losstrend.reports.html import html_report
+from pytest_losstrend.reports.report import SCHEMA_PATH, elide_middle, markdown_report, term_lines
 
 
 def _validate(doc: dict[str, Any]) -> None:

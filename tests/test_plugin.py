@@ -18,7 +18,7 @@ def _report(path: Path) -> dict[str, Any]:
     """The JSON loss-trend report written at ``path``, validated against the shipped schema."""
     import jsonschema
 
-    from pytest_losstrend.report import SCHEMA_PATH
+    from pytest_losstrend.reports.report import SCHEMA_PATH
 
     data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     jsonschema.validate(data, json.loads(SCHEMA_PATH.read_text()))

@@ -27,23 +27,23 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pytest_losstrend import Criteria, check
-from pytest_losstrend.diagnosis import (
+from pytest_losstrend.diagnosis.evidence import Evidence
+from pytest_losstrend.diagnosis.messages import failure_message, sparkline
+from pytest_losstrend.diagnosis.rules import (
     builtin_diagnoses,
     context_for,
     passing_warnings,
     with_diagnoses,
 )
-from pytest_losstrend.evidence import Evidence
-from pytest_losstrend.html import html_report
-from pytest_losstrend.render import failure_message, sparkline
-from pytest_losstrend.report import (
+from pytest_losstrend.reports.html import html_report
+from pytest_losstrend.reports.report import (
     SCHEMA_PATH,
     final_document,
     markdown_report,
     series_rows,
     term_lines,
 )
-from pytest_losstrend.trend import judge
+from pytest_losstrend.verdict.trend import judge
 
 MAX = 1.7976931348623157e308
 TINY = 5e-324
@@ -321,7 +321,7 @@ def test_oscillation_of_a_negative_loss_is_not_called_a_factor() -> None:
 
 
 def test_fmt_exp_past_the_float_range() -> None:
-    from pytest_losstrend.stats import fmt_exp
+    from pytest_losstrend.verdict.stats import fmt_exp
 
     assert fmt_exp(0.0) == "1"
     assert fmt_exp(math.log(2.5)) == "2.5"

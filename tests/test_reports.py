@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 # Imported before pytester snapshots the modules: numpy cannot be loaded twice in one process.
-import pytest_losstrend.diagnosis
-import pytest_losstrend.report
+import pytest_losstrend.diagnosis.rules
+import pytest_losstrend.reports.report
 import pytest_losstrend.runner  # noqa: F401
 
 SUITE = """
@@ -119,7 +119,7 @@ def test_unmarked(losstrend):
 
 def _validate(doc: dict[str, object]) -> None:
     jsonschema = pytest.importorskip("jsonschema")
-    from pytest_losstrend.report import SCHEMA_PATH
+    from pytest_losstrend.reports.report import SCHEMA_PATH
 
     jsonschema.validate(doc, json.loads(SCHEMA_PATH.read_text()))
 
@@ -181,7 +181,7 @@ def test_atomic_write_removes_orphans_of_killed_writers(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from pytest_losstrend.report import write_text_atomic
+    from pytest_losstrend.reports.report import write_text_atomic
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True).stdout.strip()

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from pytest_losstrend.sharpness import (
+from pytest_losstrend.capture.sharpness import (
     power_iteration,
     top_eigenvalue,
     top_hessian_eigenvalue_tf,

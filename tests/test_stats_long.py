@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pytest_losstrend import check, stats
+from pytest_losstrend import check
+from pytest_losstrend.verdict import stats
 
 
 def _direct_autocorrelations(r: np.ndarray) -> dict[int, float]:

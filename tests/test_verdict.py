@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from pytest_losstrend import CriteriaError, check
-from pytest_losstrend.stats import mann_kendall
+from pytest_losstrend.verdict.stats import mann_kendall
 
 
 def decay(n: int, *, drop: float = 0.8, tau: float | None = None, floor: float = 0.2) -> np.ndarray:

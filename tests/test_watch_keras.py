@@ -18,12 +18,12 @@ import pytest
 import tensorflow as tf
 
 from pytest_losstrend import LossTrend
-from pytest_losstrend.backends.keras_watch import (
+from pytest_losstrend.capture.keras_watch import (
     KerasWatcher,
     input_stats,
     top_hessian_eigenvalue_keras,
 )
-from pytest_losstrend.evidence import Evidence
+from pytest_losstrend.diagnosis.evidence import Evidence
 from pytest_losstrend.fixture import LossTrendStop
 
 if keras.backend.backend() != "tensorflow":  # pragma: no cover - depends on KERAS_BACKEND

@@ -19,8 +19,8 @@ from torch import nn
 from torch.nn.modules import module as nn_module
 
 from pytest_losstrend import LossTrend
-from pytest_losstrend.backends import torch_watch
-from pytest_losstrend.backends.torch_watch import TorchWatcher, input_stats, loss_name
+from pytest_losstrend.capture import torch_watch
+from pytest_losstrend.capture.torch_watch import TorchWatcher, input_stats, loss_name
 
 Data = tuple[torch.Tensor, torch.Tensor]
 

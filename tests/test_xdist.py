@@ -8,8 +8,8 @@ import json
 import pytest
 
 # Imported before pytester snapshots the modules: numpy cannot be loaded twice in one process.
-import pytest_losstrend.diagnosis
-import pytest_losstrend.report
+import pytest_losstrend.diagnosis.rules
+import pytest_losstrend.reports.report
 import pytest_losstrend.runner  # noqa: F401
 
 SUITE = """

@@ -1,4 +1,5 @@
-"""Keras 3 watcher: fills an :class:`~pytest_losstrend.evidence.Evidence` while a model trains.
+"""Keras 3 watcher: fills an :class:`~pytest_losstrend.diagnosis.evidence.Evidence` while a
+model trains.
 
 The watcher never runs per batch. ``losstrend.keras_callback()`` calls it at the start of
 ``fit``, once at the end of every epoch (weights are copied to the host and compared with the
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..evidence import Evidence
+from pytest_losstrend.diagnosis.evidence import Evidence
 
 # input_stats looks at this many rows of the batch at most, and skips the condition numbers
 # beyond this many features: a d x d eigendecomposition per test must stay well under a second.
@@ -257,13 +258,13 @@ def top_hessian_eigenvalue_keras(
     model: Any, loss_fn: LossFn, x: Any, y: Any, *, iters: int = 50, tol: float = 1e-4
 ) -> float:
     """Top eigenvalue of the Hessian of ``loss_fn(y, model(x))`` in the trainable weights (0.0
-    for a model with none): :func:`pytest_losstrend.sharpness.top_hessian_eigenvalue_tf`.
+    for a model with none): :func:`pytest_losstrend.capture.sharpness.top_hessian_eigenvalue_tf`.
 
     Needs the TensorFlow backend of Keras. ``loss_fn`` takes ``(y_true, y_pred)``, Keras' order.
     """
     if not list(model.trainable_variables):
         return 0.0
-    from ..sharpness import top_hessian_eigenvalue_tf
+    from pytest_losstrend.capture.sharpness import top_hessian_eigenvalue_tf
 
     return top_hessian_eigenvalue_tf(model, loss_fn, x, y, iters=iters, tol=tol)
 

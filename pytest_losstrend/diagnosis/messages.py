@@ -6,8 +6,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from .criteria import Criteria
-from .verdict import Verdict
+from pytest_losstrend.verdict.criteria import Criteria
+from pytest_losstrend.verdict.result import Verdict
 
 BARS = "▁▂▃▄▅▆▇█"
 NON_FINITE_MARK = "×"

@@ -1,8 +1,8 @@
 """The catalogue of known-bad training configurations.
 
-Each entry (a :class:`~pytest_losstrend.scenarios.Scenario`) is a real, small training run with
-one known fault and its healthy twin: a name, the framework, the training loop for both sides,
-the verdict and the top cause the bad side must get, a paragraph of explanation and the fix.
+Each entry (a :class:`~pytest_losstrend.catalogue.scenarios.Scenario`) is a real, small training
+run with one known fault and its healthy twin: a name, the framework, the training loop for both
+sides, the verdict and the top cause the bad side must get, a paragraph of explanation and the fix.
 ``pytest --losstrend-catalogue`` runs them as tests; ``docs/catalogue.md`` is generated from
 them (``python -m pytest_losstrend.catalogue > docs/catalogue.md``).
 
@@ -16,11 +16,11 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .scenarios import Scenario
+    from pytest_losstrend.catalogue.scenarios import Scenario
 
 def builtin_entries() -> tuple[Scenario, ...]:
     """The entries that ship with pytest-losstrend."""
-    from .scenarios import SCENARIOS
+    from pytest_losstrend.catalogue.scenarios import SCENARIOS
 
     return SCENARIOS
 
@@ -50,7 +50,7 @@ def markdown(items: tuple[Scenario, ...] | None = None) -> str:
     lines = [
         "# The catalogue of known-bad training configurations",
         "",
-        "Generated from `pytest_losstrend/scenarios.py` by "
+        "Generated from `pytest_losstrend/catalogue/scenarios.py` by "
         "`python -m pytest_losstrend.catalogue > docs/catalogue.md`; a test fails when this "
         "page is stale. `pytest --losstrend-catalogue` runs every entry as tests: the bad side "
         "must fail with its cause first among the diagnoses, the healthy twin must pass.",

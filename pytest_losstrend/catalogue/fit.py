@@ -25,8 +25,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .fixture import LossTrend
-    from .mutate import Mutation
+    from pytest_losstrend.catalogue.mutate import Mutation
+    from pytest_losstrend.fixture import LossTrend
 
 #: Learning rates for optimizers given by name (Keras' defaults, so both paths agree).
 DEFAULT_LR = {"sgd": 0.01, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3, "adagrad": 1e-2}
@@ -87,7 +87,7 @@ def run_fit(
     lt.fit_framework = kind
     mutation = lt.mutation
     if mutation is not None and not mutation.applies(kind):
-        from .mutate import MutationNotApplicable
+        from pytest_losstrend.catalogue.mutate import MutationNotApplicable
 
         raise MutationNotApplicable(f"{mutation.name} does not apply to {kind}")
     if kind == "torch":
@@ -102,7 +102,7 @@ def run_fit(
 def _mutated_arrays(mutation: Mutation, data: Any, shuffle: bool) -> tuple[Any, bool]:
     """``(X, y)`` and the shuffle flag after the mutation's ``on_data``."""
     if _data_kind(data, "data") != "arrays":
-        from .mutate import MutationNotApplicable
+        from pytest_losstrend.catalogue.mutate import MutationNotApplicable
 
         # A loader or a dataset decides its own order and contents.
         raise MutationNotApplicable(f"{mutation.name} needs (X, y) arrays as data")

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from pytest_losstrend.catalogue import entries
-from pytest_losstrend.scenarios import Scenario, run_scenario
+from pytest_losstrend.catalogue.entries import entries
+from pytest_losstrend.catalogue.scenarios import Scenario, run_scenario
 
 #: The seeds every entry runs under.
 SEEDS = (0, 1)

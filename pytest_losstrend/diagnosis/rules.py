@@ -17,9 +17,15 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .evidence import Evidence
-from .stats import FloatArray, detrend, fmt_exp, rank_autocorrelations, safe_exp
-from .verdict import Diagnosis, Verdict
+from pytest_losstrend.diagnosis.evidence import Evidence
+from pytest_losstrend.verdict.result import Diagnosis, Verdict
+from pytest_losstrend.verdict.stats import (
+    FloatArray,
+    detrend,
+    fmt_exp,
+    rank_autocorrelations,
+    safe_exp,
+)
 
 #: The stable cause codes (DESIGN.md); rules may add others.
 CAUSES = (
@@ -580,8 +586,8 @@ def context_for(
         first = next(iter(series.get("train") or series.get(judged) or []), None)
         if first is not None and math.isfinite(first):
             evidence.first_loss = float(first)
-    from .criteria import Criteria
-    from .trend import judge
+    from pytest_losstrend.verdict.criteria import Criteria
+    from pytest_losstrend.verdict.trend import judge
 
     verdicts = {judged: verdict}
     for name, values in series.items():

@@ -28,16 +28,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .criteria import Criteria
-from .fixture import LossTrend, LossTrendStop
-from .seeding import seed_everything
-from .trend import judge
-from .verdict import Verdict
+from pytest_losstrend.capture.seeding import seed_everything
+from pytest_losstrend.fixture import LossTrend, LossTrendStop
+from pytest_losstrend.verdict.criteria import Criteria
+from pytest_losstrend.verdict.result import Verdict
+from pytest_losstrend.verdict.trend import judge
 
 if TYPE_CHECKING:
     import torch
 
-    from .evidence import Evidence
+    from pytest_losstrend.diagnosis.evidence import Evidence
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 Runner = Callable[[LossTrend, bool], None]
@@ -723,7 +723,7 @@ class ScenarioRun:
     def diagnosed(self, *, use_evidence: bool = True) -> Verdict:
         """The verdict with its ranked built-in diagnoses, as the marker would give it;
         ``use_evidence=False`` diagnoses from the recorded curves (and warnings) alone."""
-        from .diagnosis import builtin_diagnoses, context_for, with_diagnoses
+        from pytest_losstrend.diagnosis.rules import builtin_diagnoses, context_for, with_diagnoses
 
         series = self.lt.as_dict()
         if self.verdict.ok or self.criteria.series not in series:

@@ -1,5 +1,6 @@
-"""``losstrend.watch`` for torch: hooks that fill an :class:`~pytest_losstrend.evidence.Evidence`
-while a model trains, cheaply enough to leave on in a test (imported only by ``watch``).
+"""``losstrend.watch`` for torch: hooks that fill an
+:class:`~pytest_losstrend.diagnosis.evidence.Evidence` while a model trains, cheaply enough to
+leave on in a test (imported only by ``watch``).
 
 What it costs per optimizer step, on the steps it does not sample: one Python call (an
 optimizer pre-step hook) and a counter in each ``zero_grad``. Sampled steps (every one of the
@@ -32,9 +33,9 @@ from torch.nn.modules.loss import _Loss
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 from torch.utils.hooks import RemovableHandle
 
-from ..evidence import Evidence
-from ..sharpness import top_hessian_eigenvalue_torch
-from ..stats import FloatArray
+from pytest_losstrend.capture.sharpness import top_hessian_eigenvalue_torch
+from pytest_losstrend.diagnosis.evidence import Evidence
+from pytest_losstrend.verdict.stats import FloatArray
 
 #: Every optimizer step up to this one is sampled...
 DENSE_STEPS = 10

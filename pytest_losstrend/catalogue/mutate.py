@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pytest
 
-    from .criteria import Criteria
-    from .fixture import LossTrend
+    from pytest_losstrend.fixture import LossTrend
+    from pytest_losstrend.verdict.criteria import Criteria
 
 #: Frameworks a mutation can name: ``"torch"`` and ``"keras"`` (the paths of ``fit``).
 FRAMEWORKS = ("torch", "keras")
@@ -198,7 +198,7 @@ def run_mutants(
     finally:
         funcargs["losstrend"] = lt
         # Later tests must not depend on how many mutants ran before them.
-        from .seeding import seed_everything
+        from pytest_losstrend.capture.seeding import seed_everything
 
         if lt.seed is not None:
             seed_everything(lt.seed)
@@ -215,8 +215,8 @@ def _run_one(
     """One mutant run: its record, or None when the mutation turned out not to apply."""
     import pytest
 
-    from .fixture import LossTrend, LossTrendStop
-    from .seeding import seed_everything
+    from pytest_losstrend.capture.seeding import seed_everything
+    from pytest_losstrend.fixture import LossTrend, LossTrendStop
 
     mlt = LossTrend(crit, fail_fast=lt.fail_fast, seed=lt.seed, base_seed=lt.base_seed,
                     nodeid=lt.nodeid, marker=lt.marker)

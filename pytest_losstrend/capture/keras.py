@@ -29,8 +29,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..fixture import LossTrend
-    from .keras_watch import KerasWatcher
+    from pytest_losstrend.capture.keras_watch import KerasWatcher
+    from pytest_losstrend.fixture import LossTrend
 
 
 # (count, result) of mean-keeping metrics, keyed by the metric's id.
@@ -252,7 +252,7 @@ def make_callback(
 
 def _scalar(value: Any) -> float:
     """A float from a Keras variable or backend scalar, read without numpy's copy warning."""
-    from .keras_watch import _to_numpy
+    from pytest_losstrend.capture.keras_watch import _to_numpy
 
     return float(_to_numpy(value))
 
@@ -268,7 +268,7 @@ def _close(a: float, b: float) -> bool:
 
 def _watcher_for(lt: LossTrend, model: Any) -> KerasWatcher | None:
     """The LossTrend's watcher of ``model``, created (as ``lt.watch(model)`` would) if none."""
-    from .keras_watch import KerasWatcher
+    from pytest_losstrend.capture.keras_watch import KerasWatcher
 
     if model is None:
         return None

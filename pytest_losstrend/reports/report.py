@@ -10,13 +10,13 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from .render import sparkline
+from pytest_losstrend.diagnosis.messages import sparkline
 
 SCHEMA = "losstrend-report/1"
 #: Below this many saved seeds a baseline comparison says its band may be too narrow.
 MIN_BASELINE_SEEDS = 3
 #: The JSON Schema of the report document, shipped in the package.
-SCHEMA_PATH = Path(__file__).with_name("schemas") / "losstrend-report-1.schema.json"
+SCHEMA_PATH = Path(__file__).parent.parent / "schemas" / "losstrend-report-1.schema.json"
 
 
 def report_document(seed: int, results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -277,7 +277,7 @@ def term_lines(results: list[dict[str, Any]], width: int = 100) -> list[str]:
 
 def mutation_lines(results: list[dict[str, Any]]) -> list[str]:
     """One line per mutated test: its mutation score and the mutants it missed."""
-    from .mutate import score_line
+    from pytest_losstrend.catalogue.mutate import score_line
 
     lines = []
     for r in sorted(results, key=lambda r: r["nodeid"]):
@@ -470,7 +470,7 @@ def write_files(
             if fmt == "json":
                 written.append((names[fmt], write_json_atomic(path, doc)))
             elif fmt == "html":
-                from .html import html_report
+                from pytest_losstrend.reports.html import html_report
 
                 written.append((names[fmt], write_text_atomic(path, html_report(doc))))
             else:
@@ -485,7 +485,7 @@ def baseline_lines(
 ) -> list[tuple[str, bool]]:
     """The terminal lines of the baseline comparison and save, each with whether it is an
     error (shown red)."""
-    from .baseline import describe, environment_differences
+    from pytest_losstrend.reports.baseline import describe, environment_differences
 
     lines: list[tuple[str, bool]] = []
     compared = [r for r in sorted(results, key=lambda r: r["nodeid"]) if r.get("baseline")]

@@ -22,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from .criteria import BOUND_POINTS, DIVERGENCE_BOUND, Criteria
-from .stats import (
+from pytest_losstrend.verdict.criteria import BOUND_POINTS, DIVERGENCE_BOUND, Criteria
+from pytest_losstrend.verdict.result import Verdict
+from pytest_losstrend.verdict.stats import (
     FloatArray,
     block_medians,
     detrend,
@@ -35,7 +36,6 @@ from .stats import (
     rolling_median,
     safe_exp,
 )
-from .verdict import Verdict
 
 # Significance of the decreasing trend a pass needs.
 ALPHA = 0.01
@@ -76,7 +76,7 @@ def check(losses: Iterable[float] | Any, **criteria: Any) -> Verdict:
         >>> check([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]).kind
         'divergence'
     """
-    from .diagnosis import diagnose_curve
+    from pytest_losstrend.diagnosis.rules import diagnose_curve
 
     crit = Criteria().merged(**criteria)
     x = _as_array(losses)
