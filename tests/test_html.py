@@ -17,7 +17,8 @@ import pytest
 import pytest_losstrend.diagnosis.rules
 import pytest_losstrend.reports.report
 import pytest_losstrend.runner  # noqa: F401
-from pytest_losstrend.reports.html import MAX_POINTS, PLOT_X0, PLOT_X1, PLOT_Y0, html_report
+from pytest_losstrend.reports.html import html_report
+from pytest_losstrend.reports.html_chart import MAX_POINTS, PLOT_X0, PLOT_X1, PLOT_Y0
 
 SUITE = """
 import pytest

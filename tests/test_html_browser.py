@@ -25,7 +25,7 @@ import pytest
 # Shares the real run with test_html (and imports what pytester needs imported early).
 from test_html import parse, run_suite
 
-from pytest_losstrend.reports.html import FAIL_RED, STROKE
+from pytest_losstrend.reports.html_chart import FAIL_RED, STROKE
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 REQUIRE_ENV = "LOSSTREND_REQUIRE_BROWSER"

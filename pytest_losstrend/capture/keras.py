@@ -252,7 +252,7 @@ def make_callback(
 
 def _scalar(value: Any) -> float:
     """A float from a Keras variable or backend scalar, read without numpy's copy warning."""
-    from pytest_losstrend.capture.keras_watch import _to_numpy
+    from pytest_losstrend.capture.keras_signals import _to_numpy
 
     return float(_to_numpy(value))
 

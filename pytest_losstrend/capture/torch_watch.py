@@ -17,16 +17,18 @@ The other signals are gathered once: the first batch of inputs and the output wi
 hooks that remove themselves after the first call), the loss's argument shapes (a global
 forward pre-hook, removed after a few loss calls), and in :meth:`TorchWatcher.finish` the
 input statistics and one extra forward pass, in eval mode, for dead units.
+
+The per-step machinery is here; the norm samplers are in :mod:`.torch_sampling`, and what is
+read once (loss names, input statistics, loss-argument checks, dead units) in
+:mod:`.torch_signals`.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.modules.loss import _Loss
@@ -34,8 +36,23 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 from torch.utils.hooks import RemovableHandle
 
 from pytest_losstrend.capture.sharpness import top_hessian_eigenvalue_torch
+from pytest_losstrend.capture.torch_sampling import (
+    _numpy_ready,
+    _NumpySampler,
+    _Sampler,
+    _TorchSampler,
+    _update_ratio,
+)
+from pytest_losstrend.capture.torch_signals import (
+    LOSS_FROM_LOGITS,
+    _first_tensor,
+    _truncate,
+    check_loss_args,
+    dead_fraction,
+    input_stats,
+    loss_name,
+)
 from pytest_losstrend.diagnosis.evidence import Evidence
-from pytest_losstrend.verdict.stats import FloatArray
 
 #: Every optimizer step up to this one is sampled...
 DENSE_STEPS = 10
@@ -61,283 +78,9 @@ PENDING_MAX = 256
 #: ...or once it holds this many numbers or 0-d tensors (four per parameter per sample).
 PENDING_TENSORS = 16384
 
-#: Activations whose units can die: the ReLU family and its smooth cousins, whose outputs for
-#: negative inputs are zero or close to it. A unit counts as dead when it is never positive.
-RELU_LIKE: tuple[type[nn.Module], ...] = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.CELU, nn.SELU, nn.GELU,
-    nn.SiLU, nn.Mish, nn.Hardswish, nn.Threshold,
-)
-
-#: Losses that compare prediction and target elementwise, so that differing shapes broadcast
-#: silently (MSE, L1 and Huber warn; nothing stops the run). Class-index losses, whose target
-#: has no class dimension by design, are left out.
-ELEMENTWISE_LOSSES: tuple[type[nn.Module], ...] = (
-    nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss, nn.BCELoss, nn.BCEWithLogitsLoss,
-    nn.SoftMarginLoss, nn.PoissonNLLLoss, nn.KLDivLoss,
-)
-
-#: ``Evidence.loss_name`` for the common torch losses (others: snake case of the class name).
-LOSS_NAMES = {
-    "MSELoss": "mse",
-    "L1Loss": "l1",
-    "CrossEntropyLoss": "cross_entropy",
-    "NLLLoss": "nll",
-    "BCELoss": "binary_cross_entropy",
-    "BCEWithLogitsLoss": "binary_cross_entropy_with_logits",
-    "HuberLoss": "huber",
-    "SmoothL1Loss": "smooth_l1",
-    "KLDivLoss": "kl_div",
-}
-
-
-#: ``Evidence.loss_from_logits`` for the losses whose input is known: logits, or
-#: probabilities (log-probabilities for NLL).
-LOSS_FROM_LOGITS = {
-    "cross_entropy": True,
-    "binary_cross_entropy_with_logits": True,
-    "multi_label_soft_margin": True,
-    "binary_cross_entropy": False,
-    "nll": False,
-}
-
-
-def loss_name(loss_fn: Any) -> str | None:
-    """``"mse"``, ``"cross_entropy"``... for a torch loss module or function, else None."""
-    if loss_fn is None:
-        return None
-    if isinstance(loss_fn, nn.Module):
-        cls = type(loss_fn).__name__
-        if cls in LOSS_NAMES:
-            return LOSS_NAMES[cls]
-        return _snake(cls.removesuffix("Loss")) or None
-    name = getattr(loss_fn, "__name__", None)
-    if not isinstance(name, str) or name == "<lambda>":
-        return None
-    return name.removesuffix("_loss")
-
-
-def _snake(name: str) -> str:
-    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
-
-
-def input_stats(x: torch.Tensor) -> dict[str, float]:
-    """Statistics of a batch of inputs, for the unscaled-features diagnosis.
-
-    For a 2-d float batch ``X`` (rows are samples, columns features):
-
-    - ``n_features``: the column count; ``n_constant``: columns with zero spread.
-    - ``std_min``, ``std_max``, ``std_ratio``: the smallest and largest per-feature standard
-      deviation (population, ``ddof=0``) over the non-constant columns, and their ratio.
-    - ``max_abs``: the largest ``|x|``.
-    - ``mean_abs_over_std``: the largest ``|mean| / std`` over the non-constant columns (an
-      offset the model must learn away, e.g. years around 2000).
-    - ``cond``: the condition number ``λ_max / λ_min`` of the raw, uncentred Gram matrix
-      ``XᵀX`` (every column, no bias column added), computed as the squared ratio of the
-      extreme singular values of ``X``: what gradient descent on a linear model of these
-      inputs faces. ``inf`` when ``XᵀX`` is singular (fewer rows than columns, a zero or a
-      duplicated column).
-    - ``cond_standardised``: the same for the non-constant columns after standardising each
-      (subtract the mean, divide by the std): what it would face after a ``StandardScaler``.
-
-    Any other float batch (images, sequences) gives ``max_abs``, ``mean`` and ``std`` over all
-    its elements; a non-float one (token ids) gives nothing.
-    """
-    if not x.is_floating_point() or x.numel() == 0:
-        return {}
-    # numpy rather than torch: a dozen tiny reductions cost a few microseconds each in
-    # numpy, several times that through torch's dispatcher.
-    a = x.detach().to(device="cpu", dtype=torch.float64).numpy()
-    max_abs = float(np.abs(a).max())
-    if a.ndim != 2:
-        return {"max_abs": max_abs, "mean": float(a.mean()), "std": float(a.std())}
-    if not math.isfinite(max_abs):
-        return {"n_features": float(a.shape[1]), "max_abs": max_abs}
-    std = a.std(0)
-    mean = a.mean(0)
-    keep = std > 0
-    out = {
-        "n_features": float(a.shape[1]),
-        "n_constant": float((~keep).sum()),
-        "max_abs": max_abs,
-        "cond": _gram_cond(a),
-    }
-    if keep.any():
-        s = std[keep]
-        out["std_min"] = float(s.min())
-        out["std_max"] = float(s.max())
-        out["std_ratio"] = out["std_max"] / out["std_min"]
-        out["mean_abs_over_std"] = float((np.abs(mean[keep]) / s).max())
-        out["cond_standardised"] = _gram_cond((a[:, keep] - mean[keep]) / s)
-    return out
-
-
-def _gram_cond(a: FloatArray) -> float:
-    """The condition number of ``aᵀa`` (``inf`` when singular)."""
-    if a.shape[0] < a.shape[1]:
-        return math.inf
-    s = np.linalg.svd(a, compute_uv=False)
-    lo, hi = float(s.min()), float(s.max())
-    # Below this relative size a singular value is rounding noise: XᵀX is singular.
-    if hi == 0.0 or lo <= hi * 1e-12:
-        return math.inf
-    return (hi / lo) ** 2
-
 
 #: Attribute marking, on a gradient tensor, that a watcher saw it at the last dense step.
 _GRAD_TAG = "_losstrend_watcher"
-
-# torch.broadcast_shapes is untyped: called through Any for mypy --strict.
-_broadcast_shapes: Any = torch.broadcast_shapes
-
-
-def _update_ratio(delta: float, before: float, after: float) -> float:
-    """``|Δw| / |w|``, ``|w|`` the larger of the norms before and after the step: a parameter
-    initialised at zero gets 1 at its first step (it was rewritten from scratch), not
-    infinity; one that stays at zero gets 0. NaN stays NaN."""
-    weight = math.nan if math.isnan(before) or math.isnan(after) else max(before, after)
-    if weight > 0:
-        return delta / weight
-    if weight == 0:
-        return 0.0 if delta == 0 else math.inf
-    return math.nan
-
-
-def _first_tensor(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor | None:
-    for v in (*args, *kwargs.values()):
-        if isinstance(v, torch.Tensor):
-            return v
-    return None
-
-
-def _truncate(v: Any, rows: int, n: int) -> Any:
-    """A detached copy of the first ``n`` rows of ``v`` if it is a batch of ``rows`` rows."""
-    if isinstance(v, torch.Tensor) and v.ndim > 0 and v.shape[0] == rows:
-        return v.detach()[:n].clone()
-    return v
-
-
-class _Sampler:
-    """Norms of the gradients, the parameters and the updates at the sampled steps: four
-    numbers per parameter per sample, in blocks of ``n``: gradient norms and parameter norms
-    before the step, update norms and parameter norms after it."""
-
-    def __init__(self, params: list[nn.Parameter]) -> None:
-        self.params = params
-        #: How many numbers (or 0-d tensors) are held, for the flush threshold.
-        self.size = 0
-
-    def before(self) -> None:
-        """Before a sampled step: the gradients' and parameters' norms, and a copy of the
-        parameters."""
-        raise NotImplementedError
-
-    def after(self) -> None:
-        """After it (at the next step's pre-hook, or at the end): the update's norms."""
-        raise NotImplementedError
-
-    def drain(self) -> list[float]:
-        """Every number taken since the last drain, as floats."""
-        raise NotImplementedError
-
-
-class _NumpySampler(_Sampler):
-    """For float32/float64 parameters on the CPU: numpy views of the parameters' storage.
-
-    On a tiny model the fixed cost of a torch kernel launch (a few microseconds, several
-    times that in a training loop's cold cache) dominates; a numpy call on a view of the
-    same memory costs a fraction of it, and the norms are floats at once.
-    """
-
-    def __init__(self, params: list[nn.Parameter]) -> None:
-        super().__init__(params)
-        self.values: list[float] = []
-        self.updates: list[float] = []
-        self._bind()
-
-    def _bind(self) -> None:
-        # A parameter whose storage was replaced (p.data = ...) gets new views.
-        self.ptrs = [p.data_ptr() for p in self.params]
-        self.views = [p.detach().numpy() for p in self.params]
-        self.saved = [v.copy() for v in self.views]
-
-    def before(self) -> None:
-        if [p.data_ptr() for p in self.params] != self.ptrs:
-            self._bind()
-        out = self.values
-        sqrt, vdot = math.sqrt, np.vdot  # vdot flattens: no reshapes
-        for p in self.params:
-            g = p.grad
-            if g is None:
-                out.append(0.0)
-            else:
-                a = (g.detach() if g.requires_grad else g).numpy()
-                out.append(sqrt(vdot(a, a)))
-        for saved, view in zip(self.saved, self.views, strict=True):
-            np.copyto(saved, view)
-            out.append(sqrt(vdot(view, view)))
-
-    def after(self) -> None:
-        sqrt, vdot = math.sqrt, np.vdot
-        out = self.values
-        for saved, view in zip(self.saved, self.views, strict=True):
-            np.subtract(saved, view, out=saved)  # now -Δw
-            out.append(sqrt(vdot(saved, saved)))
-        out.extend(sqrt(vdot(view, view)) for view in self.views)
-        self.size += 4 * len(self.params)
-
-    def drain(self) -> list[float]:
-        values, self.values = self.values, []
-        self.size = 0
-        return values
-
-
-class _TorchSampler(_Sampler):
-    """For any parameters (accelerators, half precision): four foreach kernels per sample,
-    two before the step (the norms, a copy) and two after it (a subtraction, the norms).
-    The norms stay 0-d tensors until :meth:`drain`, so an accelerator is never synchronised
-    per step."""
-
-    def __init__(self, params: list[nn.Parameter]) -> None:
-        super().__init__(params)
-        # Detached views share the parameters' storage and follow in-place updates.
-        self.data = [p.detach() for p in params]
-        # The norm of a missing gradient, in the parameter's dtype so that the norms stack.
-        self.zeros = [torch.zeros((), dtype=p.dtype, device=p.device) for p in params]
-        self.uniform = len({(p.device, p.dtype) for p in params}) <= 1
-        self.saved: list[torch.Tensor] | None = None
-        self.norms: list[torch.Tensor] = []
-
-    def before(self) -> None:
-        # No torch.no_grad() (it costs as much as a kernel): nothing here requires grad.
-        grads = [g if (g := p.grad) is not None else z
-                 for p, z in zip(self.params, self.zeros, strict=True)]
-        self.norms.extend(torch._foreach_norm(grads + self.data))
-        if self.saved is None:
-            self.saved = [d.clone() for d in self.data]
-        else:
-            torch._foreach_copy_(self.saved, self.data)
-
-    def after(self) -> None:
-        saved = self.saved
-        assert saved is not None
-        torch._foreach_sub_(saved, self.data)  # now -Δw
-        self.norms.extend(torch._foreach_norm(saved + self.data))
-        self.size += 4 * len(self.params)
-
-    def drain(self) -> list[float]:
-        norms, self.norms = self.norms, []
-        self.size = 0
-        if not norms:
-            return []
-        if self.uniform and norms[0].device.type != "cpu":
-            # One stack and one copy to the host instead of a sync per value.
-            return [float(v) for v in torch.stack(norms).tolist()]
-        return [float(t.item()) for t in norms]
-
-
-def _numpy_ready(params: list[nn.Parameter]) -> bool:
-    return all(p.device.type == "cpu" and p.dtype in (torch.float32, torch.float64)
-               and p.is_contiguous() and not p.is_sparse for p in params)
 
 
 class TorchWatcher:
@@ -632,39 +375,11 @@ class TorchWatcher:
         self._loss_calls += 1
         if len(args) >= 2 and isinstance(args[0], torch.Tensor) and isinstance(
                 args[1], torch.Tensor):
-            self._check_loss_args(module, args[0], args[1])
+            check_loss_args(ev, self._loss_seen, module, args[0], args[1])
         if self._loss_calls >= LOSS_CHECKS and self._loss_handle is not None:
             # Safe inside the hook: torch iterates over a copy of the global hooks.
             self._loss_handle.remove()
             self._loss_handle = None
-
-    def _check_loss_args(self, module: nn.Module, pred: torch.Tensor,
-                         target: torch.Tensor) -> None:
-        ev = self.evidence
-        name = type(module).__name__
-        if isinstance(module, (nn.CrossEntropyLoss, nn.NLLLoss)) and pred.ndim >= 2:
-            # The class dimension of the prediction is the model's real output width.
-            ev.output_features = int(pred.shape[1])
-        if isinstance(module, ELEMENTWISE_LOSSES) and pred.shape != target.shape:
-            try:
-                wide = _broadcast_shapes(pred.shape, target.shape)
-            except RuntimeError:
-                return  # torch raises on it itself
-            if wide.numel() > max(pred.numel(), target.numel()):
-                msg = (f"{name}: prediction of shape {tuple(pred.shape)} and target of shape "
-                       f"{tuple(target.shape)} broadcast to {tuple(wide)}")
-                if msg not in self._loss_seen:
-                    self._loss_seen.add(msg)
-                    ev.shape_mismatches.append(msg)
-        if isinstance(module, nn.CrossEntropyLoss) and pred.ndim == 2 and pred.is_floating_point():
-            p = pred.detach()
-            if bool((p >= 0).all()) and bool((p <= 1).all()) and bool(
-                    torch.allclose(p.sum(1), torch.ones_like(p[:, 0]), atol=1e-3)):
-                msg = (f"{name} got probabilities (rows in [0, 1] summing to 1), but it "
-                       "expects logits: drop the softmax before it")
-                if msg not in self._loss_seen:
-                    self._loss_seen.add(msg)
-                    ev.notes.append(msg)
 
     # -- the end --------------------------------------------------------------------------
 
@@ -703,48 +418,10 @@ class TorchWatcher:
             except Exception as exc:
                 ev.notes.append(f"input statistics failed: {type(exc).__name__}: {exc}")
             try:
-                ev.dead_fraction = self._dead_fraction(*self._captured)
+                ev.dead_fraction = dead_fraction(self.model, *self._captured)
             except Exception as exc:
                 ev.notes.append(f"dead-unit pass failed: {type(exc).__name__}: {exc}")
             self._captured = None
-
-    def _dead_fraction(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, float]:
-        """Per ReLU-like module, the fraction of its units (each output element of a row)
-        that is never positive over the captured batch, run once in eval mode."""
-        out: dict[str, float] = {}
-        handles: list[RemovableHandle] = []
-
-        def hook_for(name: str) -> Callable[[nn.Module, Any, Any], None]:
-            def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-                if not isinstance(output, torch.Tensor) or output.ndim < 1:
-                    return
-                flat = output.detach().reshape(output.shape[0], -1)
-                if flat.shape[1] == 0 or flat.shape[0] == 0:
-                    return
-                alive = (flat > 0).any(0)
-                key, k = name, 2
-                while key in out:  # a module applied more than once per forward
-                    key, k = f"{name}[{k}]", k + 1
-                out[key] = 1.0 - float(alive.float().mean())
-
-            return hook
-
-        for name, m in self.model.named_modules():
-            if isinstance(m, RELU_LIKE):
-                handles.append(m.register_forward_hook(hook_for(name)))
-        if not handles:
-            return out
-        modes = [(m, m.training) for m in self.model.modules()]
-        try:
-            self.model.eval()
-            with torch.no_grad():
-                self.model(*args, **kwargs)
-        finally:
-            for m, training in modes:
-                m.training = training
-            for h in handles:
-                h.remove()
-        return out
 
     def sharpness(self) -> float | None:
         """The top Hessian eigenvalue of ``loss_fn(model(x), y)`` on the fixed ``batch``, or
