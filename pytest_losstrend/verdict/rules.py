@@ -408,7 +408,10 @@ def readme_bullets() -> str:
         >>> readme_bullets().splitlines()[0]
         '- **empty** (fail): no loss was recorded.'
     """
-    return "\n".join(f"- {(inspect.getdoc(r) or '').splitlines()[0]}" for r in RULES)
+    # Docstrings are reStructuredText, the README is Markdown: ``x`` becomes `x`.
+    return "\n".join(
+        "- " + (inspect.getdoc(r) or "").splitlines()[0].replace("``", "`") for r in RULES
+    )
 
 
 def _significance(c: Curve) -> tuple[bool, float]:
