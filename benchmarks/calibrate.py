@@ -239,16 +239,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--diagnosis", action="store_true",
                     help="top-1 cause of the bad runs from their curves and the optimizer's lr")
     ap.add_argument("--set", nargs="*", default=[],
-                    help="NAME=VALUE: override a constant of pytest_losstrend.verdict.trend "
+                    help="NAME=VALUE: override a constant of pytest_losstrend.verdict.constants "
                     "(a sweep)")
     args = ap.parse_args(argv)
-    from pytest_losstrend.verdict import trend
+    # The rules read their constants from this module at call time, so an override here takes
+    # effect in every rule (the names are also importable from verdict.trend, but setting them
+    # there would change nothing).
+    from pytest_losstrend.verdict import constants
 
     for item in args.set:
         name, _, raw = item.partition("=")
-        if not hasattr(trend, name):
-            ap.error(f"pytest_losstrend.verdict.trend has no constant {name}")
-        setattr(trend, name, float(raw))
+        if not name.isupper() or not hasattr(constants, name):
+            ap.error(f"pytest_losstrend.verdict.constants has no constant {name}")
+        setattr(constants, name, float(raw))
     runs = load_runs(args.corpus)
     if not runs:
         print(f"no runs in {args.corpus}; run benchmarks/corpus.py first", file=sys.stderr)
