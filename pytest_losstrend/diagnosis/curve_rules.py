@@ -322,7 +322,6 @@ def rule_plateau(ctx: DiagnosisContext) -> list[Diagnosis]:
     return []
 
 
-
 __all__ = [
     "GROWTH_BEFORE_OVERFLOW",
     "HUGE_UPDATE",

@@ -282,7 +282,6 @@ def rule_bad_init(ctx: DiagnosisContext) -> list[Diagnosis]:
     )]
 
 
-
 __all__ = [
     "BAD_INIT_FACTOR",
     "BLOWING_UP",
