@@ -174,8 +174,10 @@ def diagnosis_table(runs: list[dict[str, Any]]) -> str:
     """Top-1 cause of each bad run from its curves (every series) and the optimizer's lr."""
     import numpy as np
 
+    from pytest_losstrend.diagnosis.context import context_for
     from pytest_losstrend.diagnosis.evidence import Evidence
-    from pytest_losstrend.diagnosis.rules import builtin_diagnoses, context_for, rank
+    from pytest_losstrend.diagnosis.ranking import rank
+    from pytest_losstrend.diagnosis.rules import builtin_diagnoses
     from pytest_losstrend.verdict.criteria import Criteria
     from pytest_losstrend.verdict.trend import judge
 

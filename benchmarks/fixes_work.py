@@ -18,7 +18,9 @@ import re
 from typing import Any
 
 from pytest_losstrend.capture.seeding import seed_everything
-from pytest_losstrend.diagnosis.rules import builtin_diagnoses, context_for, with_diagnoses
+from pytest_losstrend.diagnosis.context import context_for
+from pytest_losstrend.diagnosis.ranking import with_diagnoses
+from pytest_losstrend.diagnosis.rules import builtin_diagnoses
 from pytest_losstrend.fixture import LossTrend, LossTrendStop
 from pytest_losstrend.verdict.criteria import Criteria
 from pytest_losstrend.verdict.result import Verdict

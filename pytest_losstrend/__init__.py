@@ -26,13 +26,13 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from pytest_losstrend.diagnosis.check import check
     from pytest_losstrend.fixture import LossTrend
     from pytest_losstrend.verdict.criteria import Criteria, CriteriaError
     from pytest_losstrend.verdict.result import Diagnosis, Verdict
-    from pytest_losstrend.verdict.trend import check
 
 _LAZY = {
-    "check": "verdict.trend",
+    "check": "diagnosis.check",
     "Verdict": "verdict.result",
     "Diagnosis": "verdict.result",
     "Criteria": "verdict.criteria",

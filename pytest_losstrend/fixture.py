@@ -267,7 +267,9 @@ class LossTrend:
         verdict = judge(self.array(crit.series), crit)
         if verdict.ok:
             return verdict
-        from pytest_losstrend.diagnosis.rules import builtin_diagnoses, context_for, with_diagnoses
+        from pytest_losstrend.diagnosis.context import context_for
+        from pytest_losstrend.diagnosis.ranking import with_diagnoses
+        from pytest_losstrend.diagnosis.rules import builtin_diagnoses
 
         ctx = context_for(self.as_dict(), crit.series, verdict, evidence=self.evidence)
         return with_diagnoses(verdict, builtin_diagnoses(ctx))

@@ -13,7 +13,7 @@ import pytest
 if TYPE_CHECKING:
     from pytest_losstrend.catalogue.mutate import Mutation
     from pytest_losstrend.catalogue.scenarios import Scenario
-    from pytest_losstrend.diagnosis.rules import DiagnosisContext
+    from pytest_losstrend.diagnosis.context import DiagnosisContext
     from pytest_losstrend.verdict.result import Diagnosis
 
 hookspec = pytest.hookspec

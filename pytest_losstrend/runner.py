@@ -110,7 +110,8 @@ def _diagnose(
 ) -> tuple[Verdict, list[str]]:
     """The verdict with its ranked diagnoses (through the ``pytest_losstrend_diagnose``
     hook), and the warnings of a passing test."""
-    from pytest_losstrend.diagnosis.rules import context_for, passing_warnings, with_diagnoses
+    from pytest_losstrend.diagnosis.context import context_for
+    from pytest_losstrend.diagnosis.ranking import passing_warnings, with_diagnoses
 
     lt.finish_watching()
     series = lt.as_dict()

@@ -19,13 +19,10 @@ import numpy as np
 import pytest
 
 from pytest_losstrend.catalogue.scenarios import SCENARIOS, Scenario, run_scenario
+from pytest_losstrend.diagnosis.context import DiagnosisContext, context_for
 from pytest_losstrend.diagnosis.evidence import Evidence
-from pytest_losstrend.diagnosis.rules import (
-    DiagnosisContext,
-    builtin_diagnoses,
-    context_for,
-    rank,
-)
+from pytest_losstrend.diagnosis.ranking import rank
+from pytest_losstrend.diagnosis.rules import builtin_diagnoses
 from pytest_losstrend.verdict.criteria import Criteria
 from pytest_losstrend.verdict.result import Diagnosis
 from pytest_losstrend.verdict.trend import judge

@@ -27,14 +27,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pytest_losstrend import Criteria, check
+from pytest_losstrend.diagnosis.context import context_for
 from pytest_losstrend.diagnosis.evidence import Evidence
 from pytest_losstrend.diagnosis.messages import failure_message, sparkline
-from pytest_losstrend.diagnosis.rules import (
-    builtin_diagnoses,
-    context_for,
-    passing_warnings,
-    with_diagnoses,
-)
+from pytest_losstrend.diagnosis.ranking import passing_warnings, with_diagnoses
+from pytest_losstrend.diagnosis.rules import builtin_diagnoses
 from pytest_losstrend.reports.html import html_report
 from pytest_losstrend.reports.report import (
     SCHEMA_PATH,

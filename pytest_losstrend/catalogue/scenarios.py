@@ -723,7 +723,9 @@ class ScenarioRun:
     def diagnosed(self, *, use_evidence: bool = True) -> Verdict:
         """The verdict with its ranked built-in diagnoses, as the marker would give it;
         ``use_evidence=False`` diagnoses from the recorded curves (and warnings) alone."""
-        from pytest_losstrend.diagnosis.rules import builtin_diagnoses, context_for, with_diagnoses
+        from pytest_losstrend.diagnosis.context import context_for
+        from pytest_losstrend.diagnosis.ranking import with_diagnoses
+        from pytest_losstrend.diagnosis.rules import builtin_diagnoses
 
         series = self.lt.as_dict()
         if self.verdict.ok or self.criteria.series not in series:

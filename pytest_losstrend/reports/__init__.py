@@ -1,6 +1,7 @@
 """Plain data in, files out: the term, JSON, Markdown and HTML reports and the baselines.
 
 ``report`` (the document, the terminal and Markdown tables, atomic writes), ``html`` (the
-self-contained page) with ``html_chart`` (its SVG charts) and ``baseline`` (curve baselines: files, comparison, gating). Built from the
-JSON document alone; imports no framework, and only ``diagnosis`` and ``verdict`` of the package.
+self-contained page) with ``html_chart`` (its SVG charts), and ``baseline`` (curve baselines:
+files, comparison, gating). Built from the JSON document alone; imports no framework, and only
+``diagnosis`` and ``verdict`` of the package.
 """

@@ -16,10 +16,7 @@ is in ``benchmarks/README.md``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
-
-import numpy as np
+import numpy as np  # noqa: F401  (the doctest below builds its curve with it)
 
 # The constants live in ``constants``, where the rules read them at call time (so a sweep
 # overrides them there); their names stay importable from here.
@@ -43,51 +40,9 @@ from pytest_losstrend.verdict.stats import FloatArray
 
 __all__ = [
     "ADVICE", "ALPHA", "DIVERGENCE_FACTOR", "FROZEN_RTOL", "MIN_UNIT", "OSCILLATION_RHO",
-    "OSCILLATION_Z", "RULES", "Z_BAD", "Z_PASS", "Z_STALL", "Curve", "CurveFigures", "check",
-    "judge",
+    "OSCILLATION_Z", "RULES", "Z_BAD", "Z_PASS", "Z_STALL", "Curve", "CurveFigures", "judge",
 ]
 
-def check(losses: Iterable[float] | Any, **criteria: Any) -> Verdict:
-    """Judge a loss curve; the pure function under the marker and the fixture.
-
-    Args:
-        losses: the recorded losses in order (a list, a 1-d array, a CPU tensor).
-        **criteria: any of ``min_drop``, ``below``, ``tolerance``, ``warmup``,
-            ``min_points``, ``series`` (a label here), ``seeds`` and ``inconclusive``
-            (used by the marker). Unknown names raise :class:`CriteriaError`.
-
-    Returns:
-        The :class:`Verdict`; ``verdict.ok`` is true only for a pass. A verdict that does not
-        pass carries the diagnoses the curve alone supports, most likely first.
-
-    Example:
-        >>> from pytest_losstrend import check
-        >>> check([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]).kind
-        'divergence'
-    """
-    from pytest_losstrend.diagnosis.rules import diagnose_curve
-
-    crit = Criteria().merged(**criteria)
-    x = _as_array(losses)
-    return diagnose_curve(x, judge(x, crit), crit.series)
-
-
-def _as_array(losses: Iterable[float] | Any) -> FloatArray:
-    try:
-        arr = np.asarray(losses, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(
-            f"losses must be a sequence of numbers, got {type(losses).__name__}: {exc}"
-        ) from None
-    if arr.ndim == 0:
-        arr = arr.reshape(1)
-    if arr.ndim != 1:
-        raise ValueError(f"losses must be 1-d, got an array of shape {arr.shape}")
-    return arr
-
-
-def _fmt(v: float) -> str:
-    return f"{v + 0.0:.4g}"  # + 0.0: a loss of -0.0 reads "0", not "-0"
 
 
 def judge(x: FloatArray, crit: Criteria) -> Verdict:

@@ -1,0 +1,64 @@
+"""Merging and ranking diagnoses, and the warnings of a passing test (plain data only)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+
+from pytest_losstrend.diagnosis.context import DiagnosisContext
+from pytest_losstrend.diagnosis.signals import chance, fmt_g, unscaled
+from pytest_losstrend.verdict.result import Diagnosis, Verdict
+
+#: A passing test whose first loss is above this multiple of the chance level ln(C) is
+#: warned about its initialisation (a failing one is diagnosed from 2x, see ``rule_bad_init``).
+WARN_INIT_FACTOR = 10.0
+#: A passing test is warned about an activation layer with at least this fraction of zero
+#: outputs (a failing one is diagnosed from 0.7, ``DEAD_FRACTION``).
+WARN_DEAD_FRACTION = 0.5
+
+
+def rank(diagnoses: Iterable[Diagnosis]) -> tuple[Diagnosis, ...]:
+    """One diagnosis per cause (the most confident), most likely first.
+
+    Ties keep the order the rules ran in: the first of two equally confident diagnoses of a
+    cause is kept, and the sort by confidence is stable.
+    """
+    best: dict[str, Diagnosis] = {}
+    for d in diagnoses:
+        if d.cause not in best or d.confidence > best[d.cause].confidence:
+            best[d.cause] = d
+    return tuple(sorted(best.values(), key=lambda d: -d.confidence))
+
+
+def with_diagnoses(verdict: Verdict, diagnoses: Iterable[Diagnosis]) -> Verdict:
+    """``verdict`` carrying ``diagnoses``, ranked."""
+    return replace(verdict, diagnoses=rank(diagnoses))
+
+
+def passing_warnings(ctx: DiagnosisContext) -> list[str]:
+    """Things worth knowing about a passing test; they never fail it."""
+    ev = ctx.evidence
+    out: list[str] = []
+    if ev is None:
+        return out
+    level = chance(ev)
+    if level is not None and ev.first_loss is not None and (
+            ev.first_loss > WARN_INIT_FACTOR * level):
+        out.append(f"bad_init: the first loss {fmt_g(ev.first_loss)} is "
+                   f"{ev.first_loss / level:.3g}x the chance level ln(C) = {fmt_g(level)}")
+    half_dead = {k: v for k, v in ev.dead_fraction.items() if v >= WARN_DEAD_FRACTION}
+    for name, frac in half_dead.items():
+        out.append(f"dead_units: {100 * frac:.0f}% of the units after {name} never fire")
+    stats = ev.input_stats
+    if unscaled(stats):
+        out.append(f"unscaled_features: feature std ratio {fmt_g(stats.get('std_ratio', 0.0))}, "
+                   f"max |x| {fmt_g(stats.get('max_abs', 0.0))}")
+    if ev.not_in_optimizer:
+        out.append(f"no_learning: not in the optimizer: {', '.join(ev.not_in_optimizer[:4])}")
+    if ev.shape_mismatches:
+        out.append(f"shape_mismatch: {ev.shape_mismatches[0]}")
+    return out
+
+
+__all__ = ["WARN_DEAD_FRACTION", "WARN_INIT_FACTOR", "passing_warnings", "rank",
+           "with_diagnoses"]

@@ -1,0 +1,301 @@
+"""Root causes only ``watch`` can see (numpy and plain data only).
+
+One small rule per cause, each reading :attr:`DiagnosisContext.evidence` (and, for a shape
+mismatch, the test's warnings). Most of them speak only when the verdict's kind fits the cause:
+a run that *blows up* (``BLOWING_UP``) or one that *stalls* (``STALLING``). They run before the
+curve rules, in the order ``pytest_losstrend.diagnosis.rules.BUILTIN_RULES`` states; a root cause
+they find outranks the symptom a curve rule names by its confidence, not by its place.
+
+Calibration: the constants were set on the scenarios of ``pytest_losstrend.catalogue.scenarios``
+(each fault next to its healthy twin, 10 seeds, ``benchmarks/diagnosis_accuracy.py``) and are
+reported in ``benchmarks/README.md``, "Diagnosis": each cause these rules name is the top-1
+cause of its bad scenario with ``watch`` on 10/10 seeds.
+"""
+
+from __future__ import annotations
+
+import math
+
+from pytest_losstrend.diagnosis.context import DiagnosisContext
+from pytest_losstrend.diagnosis.evidence import Evidence
+from pytest_losstrend.diagnosis.signals import chance, fmt_g, typical_update, unscaled
+from pytest_losstrend.verdict.result import Diagnosis
+
+#: Verdict kinds of a run that blows up: the causes that make a loss explode may speak.
+BLOWING_UP = ("divergence", "non_finite", "spike", "oscillation", "rise")
+#: Verdict kinds of a run that stalls or creeps: the causes that keep a loss up may speak.
+STALLING = ("stall", "too_little_drop", "frozen", "noisy", "late_rise", "above_ceiling")
+
+#: An activation layer with at least this fraction of zero outputs is dead (ReLUs that never
+#: fire); the passing warnings note half-dead layers from 0.5.
+DEAD_FRACTION = 0.7
+#: A median update/weight ratio below this per step is a learning rate too low to move the
+#: weights (healthy training sits near 1e-3).
+TINY_UPDATE = 1e-5
+#: A gradient norm whose peak is this many times its first value has exploded.
+EXPLODING_GRAD_RATIO = 70.0
+#: A first gradient this many times the weights (|g|/|w|): the write-up regressions sit at 1-10,
+#: a deep net with a x3 init at 900-3000.
+EXPLODING_GRAD_AT_INIT = 100.0
+#: A first loss above this multiple of the chance level ln(C) is a bad initialisation.
+BAD_INIT_FACTOR = 2.0
+
+
+def _dead(ev: Evidence) -> dict[str, float]:
+    """Activation layers at or above ``DEAD_FRACTION`` zero outputs, with their fraction."""
+    return {k: v for k, v in ev.dead_fraction.items() if v >= DEAD_FRACTION}
+
+
+def _held_out(ev: Evidence) -> bool:
+    """Whether parameters are kept out of training (not in the optimizer, or frozen)."""
+    return bool(ev.not_in_optimizer or ev.frozen)
+
+
+def rule_shape_mismatch(ctx: DiagnosisContext) -> list[Diagnosis]:
+    """Predictions broadcast against their targets in the loss call (confidence 0.95).
+
+    Algorithm: the shape mismatches the watcher saw in the loss call, then torch's own
+    broadcast warning among the test's warnings (a message naming both "target size" and
+    "input size"); the first line of the first one is the evidence. Needs no ``watch``: the
+    warning is captured by the marker. Whatever the verdict, since a broadcast loss is wrong
+    even when it falls.
+    """
+    ev = ctx.evidence
+    mismatches = list(ev.shape_mismatches) if ev is not None else []
+    mismatches += [w for w in ctx.warnings if "target size" in w and "input size" in w]
+    if not mismatches:
+        return []
+    return [Diagnosis(
+        "shape_mismatch", 0.95, mismatches[0].splitlines()[0],
+        "make the prediction and the target the same shape, e.g. pred.squeeze(-1) or "
+        "y.reshape(-1, 1), before the loss: broadcasting (N,) against (N, 1) compares every "
+        "prediction with every target",
+    )]
+
+
+def rule_stale_gradients(ctx: DiagnosisContext) -> list[Diagnosis]:
+    """Gradients never cleared between optimizer steps (confidence 0.95).
+
+    Algorithm: at least 3 optimizer steps were watched and ``zero_grad`` (or an equivalent
+    clearing) was seen 0 times, so each step applies the sum of all gradients so far. Keras
+    clears gradients itself (``zero_grad_calls`` is None there), so it never fires on Keras.
+    Whatever the verdict: summed gradients are a bug even on a curve that falls.
+    """
+    ev = ctx.evidence
+    if ev is None or not (ev.zero_grad_calls == 0 and ev.optimizer_steps >= 3):
+        return []
+    return [Diagnosis(
+        "stale_gradients", 0.95,
+        f"{ev.optimizer_steps} optimizer steps and gradients never cleared: each step "
+        "applies the sum of all gradients so far",
+        "call optimizer.zero_grad() before loss.backward() in every step",
+    )]
+
+
+def rule_params_cannot_learn(ctx: DiagnosisContext) -> list[Diagnosis]:
+    """Parameters that cannot learn: ``no_learning`` (confidence 0.9).
+
+    Algorithm: the parameters not in the optimizer, frozen, never changed, or with a zero
+    gradient at every sample. Parameters *held out* of training (not in the optimizer, or
+    frozen) are a root cause; parameters that merely did not move are one only when nothing
+    explains it better (no layer is dead, see ``DEAD_FRACTION``) and at least half of the
+    watched parameters are stuck. Speaks on a stalling or frozen curve, or on an oscillating
+    one when parameters are held out (a few free parameters swinging around the held ones).
+    """
+    ev = ctx.evidence
+    if ev is None:
+        return []
+    kind = ctx.verdict.kind
+    stalling = kind in STALLING
+    dead = _dead(ev)
+    cannot = list(dict.fromkeys(ev.not_in_optimizer + ev.frozen + ev.unchanged
+                                + ev.zero_grad_params))
+    # Parameters held out of training are a root cause; parameters that merely did not move
+    # are one only when nothing explains it better (dead units) and most of the model is stuck.
+    held_out = _held_out(ev)
+    n_params = max(1, len(ev.update_ratio) or len(cannot))
+    mostly_stuck = len(set(ev.unchanged + ev.zero_grad_params)) >= 0.5 * n_params
+    relevant = stalling or kind == "frozen" or (held_out and kind == "oscillation")
+    if not (cannot and relevant and (held_out or (mostly_stuck and not dead))):
+        return []
+    parts = []
+    if ev.not_in_optimizer:
+        parts.append(f"not in the optimizer: {', '.join(ev.not_in_optimizer[:4])}")
+    if ev.frozen:
+        parts.append(f"frozen: {', '.join(ev.frozen[:4])}")
+    if ev.unchanged:
+        parts.append(f"never changed: {', '.join(ev.unchanged[:4])}")
+    if ev.zero_grad_params:
+        parts.append(f"zero gradient: {', '.join(ev.zero_grad_params[:4])}")
+    fix = ("give every parameter to the optimizer (optimizer = SGD(model.parameters(), "
+           "...)), set requires_grad=True / trainable=True on the weights meant to learn, "
+           "and check that the loss is not computed from detached tensors")
+    return [Diagnosis("no_learning", 0.9, "; ".join(parts), fix)]
+
+
+def rule_unscaled_features(ctx: DiagnosisContext) -> list[Diagnosis]:
+    """Input features on very different scales (confidence 0.9 blowing up, 0.7 stalling).
+
+    Algorithm: the statistics of the first batch of inputs fail
+    :func:`~pytest_losstrend.diagnosis.signals.unscaled` (a feature std ratio above 100, a
+    magnitude above 1e3, or a Gram condition number above 1e4 that standardising improves more
+    than 100x) and the curve blows up or stalls. The evidence gives the std range, the ratio,
+    max |x| and, when measured, both condition numbers.
+    """
+    ev = ctx.evidence
+    if ev is None:
+        return []
+    blowing_up = ctx.verdict.kind in BLOWING_UP
+    stalling = ctx.verdict.kind in STALLING
+    stats = ev.input_stats
+    if not (unscaled(stats) and (blowing_up or stalling)):
+        return []
+    ratio = stats.get("std_ratio", 0.0)
+    max_abs = stats.get("max_abs", 0.0)
+    conf = 0.9 if blowing_up else 0.7
+    cond = stats.get("cond")
+    cond_s = stats.get("cond_standardised")
+    extra = (f", condition number {fmt_g(cond)} raw vs {fmt_g(cond_s)} standardised"
+             if cond and cond_s else "")
+    return [Diagnosis(
+        "unscaled_features", conf,
+        f"input features span std {fmt_g(stats.get('std_min', 0.0))}.."
+        f"{fmt_g(stats.get('std_max', 0.0))} (ratio {fmt_g(ratio)}), "
+        f"max |x| = {fmt_g(max_abs)}{extra}",
+        "standardise the inputs (sklearn StandardScaler, or (x - mean) / std per feature, "
+        "or a keras.layers.Normalization layer); then recompute the learning rate",
+    )]
+
+
+def rule_dead_units(ctx: DiagnosisContext) -> list[Diagnosis]:
+    """Dead ReLUs: ``dead_units`` (confidence 0.92, or 0.8 when parameters are held out).
+
+    Algorithm: an activation layer with at least ``DEAD_FRACTION`` (0.7) of its outputs zero on
+    every sampled batch, on a stalling or rising curve; the deadest layer is the evidence.
+    Held-out parameters explain a stall too, so they lower the confidence below
+    ``no_learning``'s 0.9.
+    """
+    ev = ctx.evidence
+    if ev is None:
+        return []
+    dead = _dead(ev)
+    kind = ctx.verdict.kind
+    if not (dead and (kind in STALLING or kind in ("rise",))):
+        return []
+    name, frac = max(dead.items(), key=lambda kv: kv[1])
+    return [Diagnosis(
+        "dead_units", 0.92 if not _held_out(ev) else 0.8,
+        f"{100 * frac:.0f}% of the units after {name} output zero on every sample",
+        "use a default (He/Glorot) initialisation with zero or positive biases, a lower "
+        "learning rate, or LeakyReLU",
+    )]
+
+
+def rule_tiny_updates(ctx: DiagnosisContext) -> list[Diagnosis]:
+    """Weights that barely move: ``lr_too_low`` (confidence 0.8).
+
+    Algorithm: on a stalling curve, the typical update/weight ratio
+    (:func:`~pytest_losstrend.diagnosis.signals.typical_update`: the largest per-tensor
+    median, biases and the first step left out) is below ``TINY_UPDATE`` (1e-5 a step), and
+    neither held-out parameters nor dead units explain the stall. The fix multiplies the
+    watched lr by 30 (about the middle of 10-100x on a log scale).
+    """
+    ev = ctx.evidence
+    if ev is None:
+        return []
+    typical = typical_update(ev)
+    stalling = ctx.verdict.kind in STALLING
+    if not (typical is not None and stalling and typical < TINY_UPDATE
+            and not _held_out(ev) and not _dead(ev)):
+        return []
+    lr = ctx.lr
+    return [Diagnosis(
+        "lr_too_low", 0.8,
+        f"the update/weight ratio is {fmt_g(typical)} a step (healthy is about 1e-3)"
+        + (f" at lr = {fmt_g(lr)}" if lr else ""),
+        f"raise the learning rate 10-100x (lr = {fmt_g(lr * 30)})" if lr
+        else "raise the learning rate 10-100x",
+    )]
+
+
+def rule_exploding_gradients(ctx: DiagnosisContext) -> list[Diagnosis]:
+    """Exploding gradients (confidence 0.92 at initialisation, 0.6 when they grow).
+
+    Algorithm, on a curve that blows up: the gradient norm *grew*, its peak (a NaN counts as
+    infinite) over its first value above ``EXPLODING_GRAD_RATIO`` (70); or, on torch, it was
+    already huge *at initialisation*: the first step's |g|/|w| (the largest first
+    update/weight ratio of a weight, over the first lr) above ``EXPLODING_GRAD_AT_INIT`` (100)
+    with the inputs scaled. At initialisation is the root (the init or the architecture, not
+    the lr), hence above ``lr_too_high``'s 0.9; growth alone is a symptom, hence below it.
+    """
+    ev = ctx.evidence
+    if ev is None or not (ev.grad_norm and ctx.verdict.kind in BLOWING_UP):
+        return []
+    first = ev.grad_norm[0]
+    peak = max((g if not math.isnan(g) else math.inf) for g in ev.grad_norm)
+    grew = first > 0 and peak / first > EXPLODING_GRAD_RATIO
+    # Gradients already huge before the first update come from the initialisation or the
+    # architecture, not from the learning rate: that is the root.
+    # |g| / |w| at the very first step (the first update ratio over the lr): a gradient a
+    # hundred times the weights before any update has happened.
+    first_ratio = max((v[0] for k, v in ev.update_ratio.items()
+                       if v and not k.endswith("bias") and math.isfinite(v[0])), default=0.0)
+    lr0 = ev.lr[0] if ev.lr else None
+    at_init = (
+        bool(ev.steps) and ev.steps[0] == 0 and ev.framework == "torch" and bool(lr0)
+        and first_ratio / (lr0 or 1.0) > EXPLODING_GRAD_AT_INIT
+        and not unscaled(ev.input_stats)
+    )
+    if not (grew or at_init):
+        return []
+    what = (f"the gradient norm is {fmt_g(first)} at the first step"
+            + (f" ({fmt_g(first_ratio / (lr0 or 1.0))}x the weights)" if at_init else "")
+            + (f" and grows to {fmt_g(peak)}" if grew else ""))
+    return [Diagnosis(
+        "exploding_gradients", 0.92 if at_init else 0.6, what,
+        "use a default (He/Glorot) initialisation or normalisation layers, clip the "
+        "gradient norm (torch.nn.utils.clip_grad_norm_(params, 1.0); clipnorm=1.0 in "
+        "Keras) and lower the learning rate",
+    )]
+
+
+def rule_bad_init(ctx: DiagnosisContext) -> list[Diagnosis]:
+    """A first loss far above chance: ``bad_init`` (confidence 0.75 stalling, else 0.5).
+
+    Algorithm: for a C-class cross-entropy classifier, the first loss above
+    ``BAD_INIT_FACTOR`` (2) times the chance level ln(C), the loss of a uniform prediction a
+    sane initialisation starts near. Whatever the verdict; a stall makes it likelier the root.
+    """
+    ev = ctx.evidence
+    if ev is None:
+        return []
+    level = chance(ev)
+    first_loss = ev.first_loss
+    if level is None or first_loss is None or not first_loss > BAD_INIT_FACTOR * level:
+        return []
+    return [Diagnosis(
+        "bad_init", 0.75 if ctx.verdict.kind in STALLING else 0.5,
+        f"the first loss {fmt_g(first_loss)} is {first_loss / level:.3g}x the chance "
+        f"level ln({ev.output_features}) = {fmt_g(level)}",
+        "use the default (He/Glorot) initialisation, scale the last layer down "
+        "(or zero it), and standardise the inputs",
+    )]
+
+
+__all__ = [
+    "BAD_INIT_FACTOR",
+    "BLOWING_UP",
+    "DEAD_FRACTION",
+    "EXPLODING_GRAD_AT_INIT",
+    "EXPLODING_GRAD_RATIO",
+    "STALLING",
+    "TINY_UPDATE",
+    "rule_bad_init",
+    "rule_dead_units",
+    "rule_exploding_gradients",
+    "rule_params_cannot_learn",
+    "rule_shape_mismatch",
+    "rule_stale_gradients",
+    "rule_tiny_updates",
+    "rule_unscaled_features",
+]
