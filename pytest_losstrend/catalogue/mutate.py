@@ -271,18 +271,6 @@ def _judge(
     return True, f"the verdict failed: {verdict.reason}"
 
 
-def score_line(data: dict[str, Any]) -> str | None:
-    """``"mutation score 6/8 (75%): missed a, b"`` for a mutated test's result, else None."""
-    score = data.get("mutation_score")
-    if not score:
-        return None
-    k, n = score["caught"], score["applied"]
-    pct = f"{100 * k / n:.0f}%" if n else "-"
-    missed = [m["mutation"] for m in data.get("mutants", []) if not m["caught"]]
-    tail = f": missed {', '.join(missed)}" if missed else ""
-    return f"mutation score {k}/{n} ({pct}){tail}"
-
-
 def below(data: dict[str, Any], pct: float) -> bool:
     """Whether a mutated test's score is below ``pct`` percent."""
     score = data.get("mutation_score")

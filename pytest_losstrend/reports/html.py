@@ -15,8 +15,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from pytest_losstrend.catalogue.mutate import score_line
-from pytest_losstrend.reports.report import OUTCOMES, _plural, outcome_word, series_rows
+from pytest_losstrend.reports.rows import OUTCOMES, _plural, outcome_word, score_line, series_rows
 
 # Chart geometry, in CSS pixels: the plot area leaves room for the tick labels on the left and
 # below.
