@@ -388,7 +388,7 @@ def bench_torch(cfg: Settings) -> Section:
                 for v in losses:
                     lt2.record(v)
 
-        sec.profile = profile_text(prof_run, r"fixture.py.*\(record\)")
+        sec.profile = profile_text(prof_run, r"recorder.py.*\(record\)")
     return sec
 
 

@@ -243,14 +243,9 @@ def time_report_imports(reps: int) -> tuple[float, str]:
 def time_writers(report_json: Path, outdir: Path, reps: int) -> list[tuple[str, float, int]]:
     """Time building the document and each writer on the results of ``report_json``:
     ``(step, seconds, bytes written or 0)``."""
+    from pytest_losstrend.reports.files import write_json_atomic, write_text_atomic
     from pytest_losstrend.reports.html import html_report
-    from pytest_losstrend.reports.report import (
-        final_document,
-        markdown_report,
-        term_lines,
-        write_json_atomic,
-        write_text_atomic,
-    )
+    from pytest_losstrend.reports.report import final_document, markdown_report, term_lines
 
     loaded = json.loads(report_json.read_text(encoding="utf-8"))
     results: list[dict[str, Any]] = loaded["tests"]

@@ -670,7 +670,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     b = session.baselines
     if b is not None and b.compare is not None:
         # Imported only here: a run that compares nothing loads no report code at start.
-        from pytest_losstrend.reports.report import _plural
+        from pytest_losstrend.reports.rows import _plural
 
         path = b.display(b.path(b.compare))
         if b.compare_doc is None:

@@ -16,7 +16,8 @@ import pytest
 
 import pytest_losstrend.catalogue.fit  # imported before pytester's module snapshot
 import pytest_losstrend.catalogue.mutate
-from pytest_losstrend.catalogue.mutate import Mutation, builtin_mutations, score_line
+from pytest_losstrend.catalogue.mutate import Mutation, builtin_mutations
+from pytest_losstrend.reports.rows import score_line
 
 INNER = '''
 import numpy as np

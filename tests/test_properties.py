@@ -37,9 +37,9 @@ from pytest_losstrend.reports.report import (
     SCHEMA_PATH,
     final_document,
     markdown_report,
-    series_rows,
     term_lines,
 )
+from pytest_losstrend.reports.rows import series_rows
 from pytest_losstrend.verdict.trend import judge
 
 MAX = 1.7976931348623157e308

@@ -181,7 +181,7 @@ def test_atomic_write_removes_orphans_of_killed_writers(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from pytest_losstrend.reports.report import write_text_atomic
+    from pytest_losstrend.reports.files import write_text_atomic
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True).stdout.strip()

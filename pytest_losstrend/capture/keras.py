@@ -26,11 +26,29 @@ every epoch and at the end of ``fit``, never per batch.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from pytest_losstrend.capture.keras_watch import KerasWatcher
-    from pytest_losstrend.fixture import LossTrend
+    from pytest_losstrend.diagnosis.evidence import Evidence
+
+
+class Recording(Protocol):
+    """What the callback needs of the object it records into (the fixture's object, a
+    :class:`~pytest_losstrend.capture.recorder.Recorder`): a Protocol, since the recorder
+    imports this module to make the callback."""
+
+    fail_fast: bool
+    evidence: Evidence | None
+
+    @property
+    def watchers(self) -> list[Any]: ...
+
+    def record(self, value: Any, *, series: str = "train") -> None: ...
+
+    def watch(
+        self, model: Any, optimizer: Any = None, *, loss_fn: Any = None, batch: Any = None
+    ) -> Any: ...
 
 
 # (count, result) of mean-keeping metrics, keyed by the metric's id.
@@ -90,7 +108,7 @@ def missing_key_message(loss_key: str, keys: list[str]) -> str:
 
 
 def make_callback(
-    lt: LossTrend, series: str = "train", eval_series: str = "eval", *, loss_key: str = "loss"
+    lt: Recording, series: str = "train", eval_series: str = "eval", *, loss_key: str = "loss"
 ) -> Any:
     """Build the recording callback for ``lt`` (see ``LossTrend.keras_callback``)."""
     keras = _import_keras()
@@ -266,13 +284,13 @@ def _close(a: float, b: float) -> bool:
     return abs(a - b) <= 1e-5 * max(abs(a), abs(b), 1e-12)
 
 
-def _watcher_for(lt: LossTrend, model: Any) -> KerasWatcher | None:
-    """The LossTrend's watcher of ``model``, created (as ``lt.watch(model)`` would) if none."""
+def _watcher_for(lt: Recording, model: Any) -> KerasWatcher | None:
+    """The recorder's watcher of ``model``, created (as ``lt.watch(model)`` would) if none."""
     from pytest_losstrend.capture.keras_watch import KerasWatcher
 
     if model is None:
         return None
-    for w in lt._watchers:
+    for w in lt.watchers:
         if isinstance(w, KerasWatcher) and w.model is model:
             return w
     try:
@@ -281,7 +299,7 @@ def _watcher_for(lt: LossTrend, model: Any) -> KerasWatcher | None:
         if lt.evidence is not None:
             lt.evidence.notes.append(f"keras: model not watched: {exc!r:.200}")
         return None
-    w = lt._watchers[-1]
+    w = lt.watchers[-1]
     return w if isinstance(w, KerasWatcher) else None
 
 

@@ -24,9 +24,12 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from pytest_losstrend.capture.recorder import Recorder
+from pytest_losstrend.catalogue.mutation import MutationNotApplicable
+
 if TYPE_CHECKING:
-    from pytest_losstrend.catalogue.mutate import Mutation
-    from pytest_losstrend.fixture import LossTrend
+    from pytest_losstrend.catalogue.mutation import Mutation
+    from pytest_losstrend.verdict.criteria import Criteria
 
 #: Learning rates for optimizers given by name (Keras' defaults, so both paths agree).
 DEFAULT_LR = {"sgd": 0.01, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3, "adagrad": 1e-2}
@@ -58,8 +61,90 @@ KERAS_ELEMENTWISE = {
 WATCH_ROWS = 256
 
 
+class FitRecorder(Recorder):
+    """A :class:`~pytest_losstrend.capture.recorder.Recorder` that can also train: ``fit``, and
+    the injected bug it applies under ``--losstrend-mutate``.
+
+    The base of the fixture's ``LossTrend``; the mutants of ``--losstrend-mutate`` are made of
+    the test's own class.
+    """
+
+    def __init__(
+        self,
+        criteria: Criteria | None = None,
+        *,
+        fail_fast: bool = False,
+        seed: int | None = None,
+        base_seed: int | None = None,
+        nodeid: str = "",
+        marker: str = "loss_decreases",
+    ) -> None:
+        super().__init__(criteria, fail_fast=fail_fast, seed=seed, base_seed=base_seed,
+                         nodeid=nodeid, marker=marker)
+        #: The injected bug ``fit`` applies (``--losstrend-mutate``); None in a normal run.
+        self.mutation: Mutation | None = None
+        #: "torch" or "keras" once ``fit`` ran, so the plugin knows the test can be mutated.
+        self.fit_framework: str | None = None
+
+    def fit(
+        self,
+        model: Any,
+        data: Any,
+        *,
+        loss: Any = None,
+        optimizer: Any = None,
+        steps: int | None = None,
+        epochs: int | None = None,
+        batch_size: int = 32,
+        shuffle: bool = True,
+        eval_data: Any = None,
+    ) -> tuple[Any, dict[str, list[float]]]:
+        """Train ``model`` on ``data`` with the usual short loop, recording and watching it.
+
+        Records each optimizer step's loss as ``"train"`` and, with ``eval_data``, the mean
+        held-out loss after every epoch as ``"eval"``; watches the model for diagnosis.
+
+        Args:
+            model: a torch ``nn.Module`` or a Keras model.
+            data: ``(X, y)`` (numpy arrays, torch or tf tensors), a torch ``DataLoader``
+                (torch models) or a batched ``tf.data.Dataset`` (Keras models).
+                ``batch_size`` and ``shuffle`` apply to ``(X, y)`` only; torch arrays are
+                shuffled with a generator seeded by the test's seed.
+            loss: torch: a callable ``loss(pred, target)`` returning a scalar (``nn.MSELoss()``,
+                ``F.cross_entropy``) or ``"mse"``, ``"l1"``, ``"cross_entropy"``,
+                ``"bce_with_logits"``. Keras: anything ``compile`` takes.
+            optimizer: torch: an optimizer instance; an optimizer class (built on the model's
+                parameters with its default learning rate); ``"sgd"``, ``"adam"``,
+                ``"adamw"``, ``"rmsprop"``, ``"adagrad"`` (Keras' default learning rates); or
+                ``(class or name, lr)``. Keras: anything ``compile`` takes, or ``(name, lr)``.
+                A Keras model is compiled when it is not yet, or when ``loss`` or
+                ``optimizer`` is given (keeping the other from the earlier compile).
+            steps: stop after this many optimizer steps, across epochs.
+            epochs: stop after this many passes over ``data``. Neither: one epoch. Not both.
+            eval_data: held-out data of the same kinds as ``data``.
+
+        Returns:
+            ``(model, series)``: the trained model and :meth:`as_dict` (``{"train": [...],
+            "eval": [...]}``).
+
+        Raises:
+            ValueError / TypeError naming the argument: X and y of different lengths, targets
+            that would broadcast against the model's output, empty data, a loss that is not a
+            scalar, a model and data from different frameworks, a non-positive count.
+
+        Example:
+            >>> model, series = losstrend.fit(net, (x, y), loss="mse", optimizer=("adam", 1e-2),
+            ...                               epochs=5, eval_data=(x_val, y_val))
+            >>> model, series = losstrend.fit(keras_model, dataset, loss="mse",
+            ...                               optimizer="adam", steps=100)
+        """
+        return run_fit(self, model, data, loss=loss, optimizer=optimizer, steps=steps,
+                       epochs=epochs, batch_size=batch_size, shuffle=shuffle,
+                       eval_data=eval_data)
+
+
 def run_fit(
-    lt: LossTrend,
+    lt: FitRecorder,
     model: Any,
     data: Any,
     *,
@@ -87,8 +172,6 @@ def run_fit(
     lt.fit_framework = kind
     mutation = lt.mutation
     if mutation is not None and not mutation.applies(kind):
-        from pytest_losstrend.catalogue.mutate import MutationNotApplicable
-
         raise MutationNotApplicable(f"{mutation.name} does not apply to {kind}")
     if kind == "torch":
         _fit_torch(lt, model, data, loss=loss, optimizer=optimizer, steps=steps,
@@ -102,8 +185,6 @@ def run_fit(
 def _mutated_arrays(mutation: Mutation, data: Any, shuffle: bool) -> tuple[Any, bool]:
     """``(X, y)`` and the shuffle flag after the mutation's ``on_data``."""
     if _data_kind(data, "data") != "arrays":
-        from pytest_losstrend.catalogue.mutate import MutationNotApplicable
-
         # A loader or a dataset decides its own order and contents.
         raise MutationNotApplicable(f"{mutation.name} needs (X, y) arrays as data")
     x, y, shuffle = mutation.on_data(data[0], data[1], shuffle)  # type: ignore[misc]
@@ -291,7 +372,7 @@ def _check_torch_shapes(pred: Any, y: Any, loss_name: str, arg: str) -> None:
 
 
 def _fit_torch(
-    lt: LossTrend, model: Any, data: Any, *, loss: Any, optimizer: Any, steps: int | None,
+    lt: FitRecorder, model: Any, data: Any, *, loss: Any, optimizer: Any, steps: int | None,
     epochs: int | None, batch_size: int, shuffle: bool, eval_data: Any,
 ) -> None:
     import torch
@@ -323,7 +404,7 @@ def _fit_torch(
                               class_index=class_index, seed=seed)
     first = next(iter(model.parameters()), None)
     device = first.device if first is not None else torch.device("cpu")
-    watched = any(getattr(w, "model", None) is model for w in lt._watchers)
+    watched = any(getattr(w, "model", None) is model for w in lt.watchers)
 
     done = epoch = 0
     # With steps, epochs run until that many optimizer steps; neither given means one epoch.
@@ -436,7 +517,7 @@ def _loss_label(loss: Any) -> str:
 
 
 def _fit_keras(
-    lt: LossTrend, model: Any, data: Any, *, loss: Any, optimizer: Any, steps: int | None,
+    lt: FitRecorder, model: Any, data: Any, *, loss: Any, optimizer: Any, steps: int | None,
     epochs: int | None, batch_size: int, shuffle: bool, eval_data: Any,
 ) -> None:
 
@@ -478,7 +559,7 @@ def _fit_keras(
     if mutation is not None and mutation.on_optimizer is not None:
         # In place: the compiled model keeps its own optimizer object.
         mutation.on_optimizer(model.optimizer, model, "keras")
-    if not any(getattr(w, "model", None) is model for w in lt._watchers):
+    if not any(getattr(w, "model", None) is model for w in lt.watchers):
         lt.watch(model, batch=(xs, ys))
 
     callbacks = [lt.keras_callback()]

@@ -22,51 +22,29 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from pytest_losstrend.capture.recorder import LossTrendStop
+from pytest_losstrend.catalogue.mutation import FRAMEWORKS, Mutation, MutationNotApplicable
 
 if TYPE_CHECKING:
     import pytest
 
-    from pytest_losstrend.fixture import LossTrend
+    from pytest_losstrend.catalogue.fit import FitRecorder
     from pytest_losstrend.verdict.criteria import Criteria
 
-#: Frameworks a mutation can name: ``"torch"`` and ``"keras"`` (the paths of ``fit``).
-FRAMEWORKS = ("torch", "keras")
-
-
-class MutationNotApplicable(Exception):
-    """Raised inside ``run_fit`` when the mutation cannot act on this run (e.g. ``on_data`` on a
-    DataLoader): the mutant is then not counted."""
-
-
-@dataclass(frozen=True)
-class Mutation:
-    """One injected training bug.
-
-    Example:
-        >>> def halve_lr(opt, model, framework):
-        ...     for g in opt.param_groups:
-        ...         g["lr"] /= 2
-        ...     return opt
-        >>> m = Mutation("lr_half", "learning rate halved", frameworks=("torch",),
-        ...              on_optimizer=halve_lr)
-        >>> m.applies("torch"), m.applies("keras")
-        (True, False)
-    """
-
-    name: str
-    description: str
-    frameworks: tuple[str, ...] = FRAMEWORKS
-    on_data: Callable[[Any, Any, bool], tuple[Any, Any, bool]] | None = None
-    on_model: Callable[[Any, str], None] | None = None
-    on_optimizer: Callable[[Any, Any, str], Any] | None = None
-    skip_zero_grad: bool = False
-
-    def applies(self, framework: str | None) -> bool:
-        """Whether this mutation can act on a ``fit`` run of ``framework``."""
-        return framework in self.frameworks
-
+# Defined in catalogue.mutation (which fit imports without this module); named here too, where
+# users of the pytest_losstrend_mutations hook import them from.
+__all__ = [
+    "FRAMEWORKS",
+    "Mutation",
+    "MutationNotApplicable",
+    "below",
+    "builtin_mutations",
+    "collect_mutations",
+    "run_mutants",
+    "to_numpy",
+]
 
 def to_numpy(a: Any) -> Any:
     """``a`` as a numpy array (numpy, torch on any device, or a tf tensor)."""
@@ -176,7 +154,7 @@ def collect_mutations(hook: Any) -> list[Mutation]:
 
 
 def run_mutants(
-    item: pytest.Item, lt: LossTrend, crit: Criteria, data: dict[str, Any]
+    item: pytest.Item, lt: FitRecorder, crit: Criteria, data: dict[str, Any]
 ) -> None:
     """Re-run ``item`` under every applicable mutation; add ``mutants`` and
     ``mutation_score`` to its result ``data``.
@@ -209,17 +187,17 @@ def run_mutants(
 
 
 def _run_one(
-    item: pytest.Item, lt: LossTrend, crit: Criteria, mutation: Mutation,
+    item: pytest.Item, lt: FitRecorder, crit: Criteria, mutation: Mutation,
     funcargs: dict[str, Any],
 ) -> dict[str, Any] | None:
     """One mutant run: its record, or None when the mutation turned out not to apply."""
     import pytest
 
     from pytest_losstrend.capture.seeding import seed_everything
-    from pytest_losstrend.fixture import LossTrend, LossTrendStop
 
-    mlt = LossTrend(crit, fail_fast=lt.fail_fast, seed=lt.seed, base_seed=lt.base_seed,
-                    nodeid=lt.nodeid, marker=lt.marker)
+    # The test's own class (the fixture's LossTrend): the body gets what it would normally get.
+    mlt = type(lt)(crit, fail_fast=lt.fail_fast, seed=lt.seed, base_seed=lt.base_seed,
+                   nodeid=lt.nodeid, marker=lt.marker)
     mlt.mutation = mutation
     funcargs["losstrend"] = mlt
     if lt.seed is not None:
@@ -255,7 +233,7 @@ def _run_one(
 
 
 def _judge(
-    mlt: LossTrend, crit: Criteria, stop: Any, raised: BaseException | None
+    mlt: FitRecorder, crit: Criteria, stop: Any, raised: BaseException | None
 ) -> tuple[bool, str]:
     """Whether the test caught the mutant, as the marker would judge it, and why."""
     if raised is not None:
@@ -269,18 +247,6 @@ def _judge(
         # A skipped (or passed) test does not turn CI red: the bug would go through.
         return False, f"inconclusive, the test would {crit.inconclusive}: {verdict.reason}"
     return True, f"the verdict failed: {verdict.reason}"
-
-
-def score_line(data: dict[str, Any]) -> str | None:
-    """``"mutation score 6/8 (75%): missed a, b"`` for a mutated test's result, else None."""
-    score = data.get("mutation_score")
-    if not score:
-        return None
-    k, n = score["caught"], score["applied"]
-    pct = f"{100 * k / n:.0f}%" if n else "-"
-    missed = [m["mutation"] for m in data.get("mutants", []) if not m["caught"]]
-    tail = f": missed {', '.join(missed)}" if missed else ""
-    return f"mutation score {k}/{n} ({pct}){tail}"
 
 
 def below(data: dict[str, Any], pct: float) -> bool:

@@ -1,11 +1,11 @@
 """Real, small training runs that go wrong for one known reason each, with their healthy twins.
 
 Every :class:`Scenario` trains a real model (torch, or Keras for a few) on a bundled scikit-learn
-data set or synthetic data, in well under a second on one thread, recording its loss through a
-:class:`~pytest_losstrend.fixture.LossTrend` and watching the model with ``lt.watch``. The bad
-side carries one known fault (a learning rate past the stability limit, a missing
-``zero_grad``, unscaled inputs...); the twin is the same run with the fault fixed. The test
-suite, the diagnosis benchmark and the catalogue of known-bad configurations all run them:
+data set or synthetic data, in well under a second on one thread, recording its loss through
+a :class:`~pytest_losstrend.capture.recorder.Recorder` and watching the model with
+``lt.watch``. The bad side carries one known fault (a learning rate past the stability limit,
+a missing ``zero_grad``, unscaled inputs...); the twin is the same run with the fault fixed. The
+test suite, the diagnosis benchmark and the catalogue of known-bad configurations all run them:
 the bad side must fail with :attr:`Scenario.cause` first among its diagnoses, the twin must
 pass.
 
@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pytest_losstrend.capture.recorder import LossTrendStop, Recorder
 from pytest_losstrend.capture.seeding import seed_everything
-from pytest_losstrend.fixture import LossTrend, LossTrendStop
 from pytest_losstrend.verdict.criteria import Criteria
 from pytest_losstrend.verdict.result import Verdict
 from pytest_losstrend.verdict.trend import judge
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from pytest_losstrend.diagnosis.evidence import Evidence
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
-Runner = Callable[[LossTrend, bool], None]
+Runner = Callable[[Recorder, bool], None]
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ class Scenario:
     train: Runner = field(repr=False, compare=False)
     bad_status: str = "fail"
 
-    def run(self, lt: LossTrend, *, bad: bool) -> None:
+    def run(self, lt: Recorder, *, bad: bool) -> None:
         """Train the bad run (``bad=True``) or its twin, recording into ``lt``.
 
         The caller seeds the random generators. Under ``lt.fail_fast`` a non-finite or
@@ -126,7 +126,7 @@ def _t(a: Any, dtype: Any = None) -> torch.Tensor:
 
 
 def _loop(
-    lt: LossTrend,
+    lt: Recorder,
     model: torch.nn.Module,
     opt: torch.optim.Optimizer,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
@@ -187,7 +187,7 @@ def _mlp(sizes: list[int], act: Callable[[], torch.nn.Module]) -> torch.nn.Seque
 # -- the torch scenarios -------------------------------------------------------------------------
 
 
-def _lr_too_high(lt: LossTrend, bad: bool) -> None:
+def _lr_too_high(lt: Recorder, bad: bool) -> None:
     import torch
     from torch.nn.functional import mse_loss
 
@@ -198,7 +198,7 @@ def _lr_too_high(lt: LossTrend, bad: bool) -> None:
     _loop(lt, model, opt, mse_loss, (x, y), steps=60)
 
 
-def _unscaled_features(lt: LossTrend, bad: bool) -> None:
+def _unscaled_features(lt: Recorder, bad: bool) -> None:
     import torch
     from torch.nn.functional import mse_loss
 
@@ -212,7 +212,7 @@ def _unscaled_features(lt: LossTrend, bad: bool) -> None:
     _loop(lt, model, opt, mse_loss, (x, y), steps=60)
 
 
-def _non_finite(lt: LossTrend, bad: bool) -> None:
+def _non_finite(lt: Recorder, bad: bool) -> None:
     import torch
 
     xs, ys = _breast_cancer()
@@ -230,7 +230,7 @@ def _non_finite(lt: LossTrend, bad: bool) -> None:
     _loop(lt, model, opt, loss_fn, (x, y), steps=80)
 
 
-def _no_learning(lt: LossTrend, bad: bool) -> None:
+def _no_learning(lt: Recorder, bad: bool) -> None:
     import torch
 
     xs, ys = _digits()
@@ -243,7 +243,7 @@ def _no_learning(lt: LossTrend, bad: bool) -> None:
     _loop(lt, model, opt, torch.nn.functional.cross_entropy, (x, y), steps=120, batch_size=32)
 
 
-def _stale_gradients(lt: LossTrend, bad: bool) -> None:
+def _stale_gradients(lt: Recorder, bad: bool) -> None:
     import torch
     from torch.nn.functional import mse_loss
 
@@ -254,7 +254,7 @@ def _stale_gradients(lt: LossTrend, bad: bool) -> None:
     _loop(lt, model, opt, mse_loss, (x, y), steps=100, batch_size=64, zero_grad=not bad)
 
 
-def _dead_units(lt: LossTrend, bad: bool) -> None:
+def _dead_units(lt: Recorder, bad: bool) -> None:
     import torch
     from torch.nn.functional import mse_loss
 
@@ -270,7 +270,7 @@ def _dead_units(lt: LossTrend, bad: bool) -> None:
     _loop(lt, model, opt, mse_loss, (x, y), steps=150, batch_size=128)
 
 
-def _shape_mismatch(lt: LossTrend, bad: bool) -> None:
+def _shape_mismatch(lt: Recorder, bad: bool) -> None:
     import torch
     from torch.nn.functional import mse_loss
 
@@ -286,7 +286,7 @@ def _shape_mismatch(lt: LossTrend, bad: bool) -> None:
         _loop(lt, model, opt, mse_loss, (x, y[:, None]), steps=80, batch_size=32)
 
 
-def _overfitting(lt: LossTrend, bad: bool) -> None:
+def _overfitting(lt: Recorder, bad: bool) -> None:
     import torch
     from torch.nn.functional import mse_loss
 
@@ -312,7 +312,7 @@ def _blobs(n: int, classes: int, dim: int, spread: float) -> tuple[FloatArray, F
     return centres[y] + np.random.randn(n, dim), y.astype(np.float64)
 
 
-def _unshuffled_batches(lt: LossTrend, bad: bool) -> None:
+def _unshuffled_batches(lt: Recorder, bad: bool) -> None:
     import torch
 
     xs, ys = _blobs(3200, 5, 8, 0.6)
@@ -328,7 +328,7 @@ def _unshuffled_batches(lt: LossTrend, bad: bool) -> None:
           eval_data=(xe, ye), eval_every=steps_per_epoch)
 
 
-def _bad_init(lt: LossTrend, bad: bool) -> None:
+def _bad_init(lt: Recorder, bad: bool) -> None:
     import torch
 
     xs, ys = _digits()
@@ -342,7 +342,7 @@ def _bad_init(lt: LossTrend, bad: bool) -> None:
     _loop(lt, model, opt, torch.nn.functional.cross_entropy, (x, y), steps=100, batch_size=64)
 
 
-def _lr_too_low(lt: LossTrend, bad: bool) -> None:
+def _lr_too_low(lt: Recorder, bad: bool) -> None:
     import torch
     from torch.nn.functional import mse_loss
 
@@ -353,7 +353,7 @@ def _lr_too_low(lt: LossTrend, bad: bool) -> None:
     _loop(lt, model, opt, mse_loss, (x, y), steps=80)
 
 
-def _oscillation(lt: LossTrend, bad: bool) -> None:
+def _oscillation(lt: Recorder, bad: bool) -> None:
     import torch
     from torch.nn.functional import mse_loss
 
@@ -367,7 +367,7 @@ def _oscillation(lt: LossTrend, bad: bool) -> None:
     _loop(lt, model, opt, mse_loss, (x, y), steps=60)
 
 
-def _plateau(lt: LossTrend, bad: bool) -> None:
+def _plateau(lt: Recorder, bad: bool) -> None:
     import torch
 
     xs, ys = _digits()
@@ -381,7 +381,7 @@ def _plateau(lt: LossTrend, bad: bool) -> None:
     _loop(lt, model, opt, torch.nn.CrossEntropyLoss(), (x, y), steps=120, batch_size=64)
 
 
-def _exploding_gradients(lt: LossTrend, bad: bool) -> None:
+def _exploding_gradients(lt: Recorder, bad: bool) -> None:
     import torch
     from torch.nn.functional import mse_loss
 
@@ -399,7 +399,7 @@ def _exploding_gradients(lt: LossTrend, bad: bool) -> None:
     _loop(lt, model, opt, mse_loss, (x, y), steps=80)
 
 
-def _adam_lr_too_high(lt: LossTrend, bad: bool) -> None:
+def _adam_lr_too_high(lt: Recorder, bad: bool) -> None:
     import torch
     from torch.nn.functional import mse_loss
 
@@ -412,7 +412,7 @@ def _adam_lr_too_high(lt: LossTrend, bad: bool) -> None:
     _loop(lt, model, opt, mse_loss, (x, y), steps=80, batch_size=64)
 
 
-def _growing_lr_schedule(lt: LossTrend, bad: bool) -> None:
+def _growing_lr_schedule(lt: Recorder, bad: bool) -> None:
     import torch
     from torch.nn.functional import mse_loss
 
@@ -425,7 +425,7 @@ def _growing_lr_schedule(lt: LossTrend, bad: bool) -> None:
     _loop(lt, model, opt, mse_loss, (x, y), steps=60, after_step=sched.step)
 
 
-def _unscaled_target(lt: LossTrend, bad: bool) -> None:
+def _unscaled_target(lt: Recorder, bad: bool) -> None:
     import torch
     from torch.nn.functional import mse_loss
 
@@ -437,7 +437,7 @@ def _unscaled_target(lt: LossTrend, bad: bool) -> None:
     _loop(lt, model, opt, mse_loss, (x, y), steps=80, batch_size=64)
 
 
-def _frozen_weights(lt: LossTrend, bad: bool) -> None:
+def _frozen_weights(lt: Recorder, bad: bool) -> None:
     import torch
 
     xs, ys = _digits()
@@ -454,7 +454,7 @@ def _frozen_weights(lt: LossTrend, bad: bool) -> None:
 # -- the Keras scenarios -------------------------------------------------------------------------
 
 
-def _keras_lr_too_high(lt: LossTrend, bad: bool) -> None:
+def _keras_lr_too_high(lt: Recorder, bad: bool) -> None:
     import keras
 
     x = (np.random.rand(100, 1) * 10).astype("float32")
@@ -466,7 +466,7 @@ def _keras_lr_too_high(lt: LossTrend, bad: bool) -> None:
     model.fit(x, y, epochs=6, batch_size=10, callbacks=[lt.keras_callback()], verbose=0)
 
 
-def _keras_no_learning(lt: LossTrend, bad: bool) -> None:
+def _keras_no_learning(lt: Recorder, bad: bool) -> None:
     import keras
 
     xs, ys = _diabetes()
@@ -482,7 +482,7 @@ def _keras_no_learning(lt: LossTrend, bad: bool) -> None:
     model.fit(x, y, epochs=5, batch_size=32, callbacks=[lt.keras_callback()], verbose=0)
 
 
-def _keras_frozen_weight(lt: LossTrend, bad: bool) -> None:
+def _keras_frozen_weight(lt: Recorder, bad: bool) -> None:
     import keras
 
     class Linear(keras.layers.Layer):  # type: ignore[misc]
@@ -705,7 +705,7 @@ class ScenarioRun:
         scenario: what ran.
         bad: whether it was the bad side.
         seed: the seed it ran under.
-        lt: the :class:`LossTrend` it recorded into (watching finished).
+        lt: the :class:`Recorder` it recorded into (watching finished).
         verdict: the verdict of the judged series, without diagnoses (the stop's verdict when
             fail-fast ended the run).
         criteria: the criteria it was judged with.
@@ -715,7 +715,7 @@ class ScenarioRun:
     scenario: Scenario
     bad: bool
     seed: int
-    lt: LossTrend
+    lt: Recorder
     verdict: Verdict
     criteria: Criteria
     warnings: list[str]
@@ -740,7 +740,7 @@ def execute(scenario: Scenario, *, bad: bool, seed: int, fail_fast: bool = True)
     """Run one side of ``scenario`` under ``seed`` the way the marker runs a test.
 
     The generators are seeded (the framework imported first, so that it is seeded too), the
-    run records into a fresh :class:`LossTrend` with the scenario's criteria (fail-fast like
+    run records into a fresh :class:`Recorder` with the scenario's criteria (fail-fast like
     the marker: a :class:`LossTrendStop` ends the run with its verdict), warnings are captured
     as the marker captures them, watching is finished and, when the verdict fails, the
     sharpness is measured.
@@ -751,7 +751,7 @@ def execute(scenario: Scenario, *, bad: bool, seed: int, fail_fast: bool = True)
         import keras  # noqa: F401
     seed_everything(seed)
     crit = Criteria().merged(**scenario.criteria)
-    lt = LossTrend(crit, fail_fast=fail_fast, seed=seed)
+    lt = Recorder(crit, fail_fast=fail_fast, seed=seed)
     stop: LossTrendStop | None = None
     with warnings.catch_warnings(record=True) as caught:
         # "always": a warning already shown once in this process (torch's broadcast warning)

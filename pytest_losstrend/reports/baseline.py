@@ -29,6 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pytest_losstrend._version import __version__
+from pytest_losstrend.reports.files import write_text_atomic
+
 BASELINE_SCHEMA = "losstrend-baseline/1"
 DEFAULT_NAME = "default"
 DEFAULT_DIR = ".losstrend"
@@ -501,8 +504,6 @@ def _checked(doc: dict[str, Any]) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=1)
 def _machine() -> dict[str, str]:
-    from pytest_losstrend import __version__
-
     return {"plugin": __version__, "python": platform.python_version(),
             "platform": platform.platform(terse=True), "machine": platform.machine()}
 
@@ -602,8 +603,6 @@ def merge(
 def write(path: Path, doc: dict[str, Any]) -> Path:
     """Write a baseline atomically, keys sorted, so a committed baseline diffs cleanly; a
     loss that was not finite is written as ``null``."""
-    from pytest_losstrend.reports.report import write_text_atomic
-
     return write_text_atomic(path, _dumps(_null_non_finite(doc)) + "\n")
 
 

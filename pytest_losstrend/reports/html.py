@@ -16,10 +16,9 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from pytest_losstrend.catalogue.mutate import score_line
 from pytest_losstrend.reports.html_chart import chart_svg
 from pytest_losstrend.reports.html_chart import esc as _e
-from pytest_losstrend.reports.report import OUTCOMES, _plural, outcome_word, series_rows
+from pytest_losstrend.reports.rows import OUTCOMES, _plural, outcome_word, score_line, series_rows
 
 _CSS = """
 :root { color-scheme: light; }

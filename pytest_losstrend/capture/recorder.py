@@ -1,0 +1,397 @@
+"""The recording core of the ``losstrend`` fixture: loss series recorded step by step, judged,
+stopped early on divergence, and the model watched for diagnosis.
+
+:class:`Recorder` is everything the fixture's object does but ``fit`` (the catalogue's training
+loop, :class:`pytest_losstrend.catalogue.fit.FitRecorder`), so that the lower layers (the Keras
+callback, the catalogue's scenarios and mutants) record into it without importing the pytest
+glue. ``pytest_losstrend.fixture.LossTrend`` is built on it. Imported only when a test asks for
+the fixture, so a suite that never uses it pays nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from pytest_losstrend.diagnosis.evidence import Evidence
+from pytest_losstrend.diagnosis.messages import failure_message
+from pytest_losstrend.verdict.criteria import BOUND_POINTS, DIVERGENCE_BOUND, Criteria
+from pytest_losstrend.verdict.result import Verdict
+
+if TYPE_CHECKING:
+    from pytest_losstrend.verdict.stats import FloatArray
+
+# Device tensors (CUDA, MPS) are kept as tensors and copied to the host in chunks of this many,
+# so recording never forces a device sync per step.
+DEVICE_CHUNK = 64
+
+
+def eval_series_for(series: str) -> str:
+    """Where the validation loss of a training series goes: ``"eval"`` for ``"train"``."""
+    return "eval" if series == "train" else f"{series}_eval"
+
+
+class LossTrendStop(Exception):
+    """Raised by ``record`` to stop a marked test whose loss went non-finite or diverged.
+
+    The plugin turns it into the test's failure, carrying the verdict, so the remaining steps
+    are not paid for. It derives from :class:`Exception` on purpose: it travels through the
+    user's training loop like any error would.
+    """
+
+    def __init__(self, message: str, verdict: Verdict, series: str) -> None:
+        super().__init__(message)
+        self.verdict = verdict
+        self.series = series
+
+
+class _Series:
+    __slots__ = ("arming", "bound", "name", "pending", "values")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.values: list[float] = []
+        self.pending: list[Any] = []
+        self.bound = math.inf
+        # True until the divergence bound is set from the first positive value.
+        self.arming = True
+
+    def arm(self, v: float) -> None:
+        if v > 0 and math.isfinite(v):
+            self.bound = v * DIVERGENCE_BOUND
+            self.arming = False
+        elif len(self.values) >= BOUND_POINTS:
+            self.arming = False
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        from pytest_losstrend.capture.convert import tensors_to_floats
+
+        pending, self.pending = self.pending, []
+        self.values.extend(tensors_to_floats(pending))
+
+
+Converter = Callable[[Any], Any]
+
+
+class Recorder:
+    """Records loss series and judges them: the fixture's object without ``fit``.
+
+    Users meet it as :class:`pytest_losstrend.LossTrend`, through the ``losstrend`` fixture;
+    the catalogue's scenarios record into a bare one.
+    """
+
+    def __init__(
+        self,
+        criteria: Criteria | None = None,
+        *,
+        fail_fast: bool = False,
+        seed: int | None = None,
+        base_seed: int | None = None,
+        nodeid: str = "",
+        marker: str = "loss_decreases",
+    ) -> None:
+        self.criteria = criteria or Criteria()
+        self.fail_fast = fail_fast
+        #: The seed this test ran under: ``base_seed`` plus the ``seeds=N`` index.
+        self.seed = seed
+        self.base_seed = seed if base_seed is None else base_seed
+        self.nodeid = nodeid
+        self.marker = marker
+        self._series: dict[str, _Series] = {}
+        self._converters: dict[type, Converter] = {}
+        self.stopped: LossTrendStop | None = None
+        #: "torch", "tensorflow" or "keras" once a value from that framework was recorded.
+        self.framework: str | None = None
+        #: What ``watch`` saw (None when nothing is watched).
+        self.evidence: Evidence | None = None
+        self._watchers: list[Any] = []
+
+    # -- recording ---------------------------------------------------------------------------
+
+    def record(self, value: Any, *, series: str = "train") -> None:
+        """Append one loss (or each element of a sequence) to the named series.
+
+        Takes a float, a numpy scalar or 1-d array, a list, a torch or tensorflow tensor
+        (scalar or 1-d), or a Keras ``History`` (its ``loss``, and ``val_loss`` as ``"eval"``;
+        recorded under another series name ``"x"``, the validation loss goes to ``"x_eval"``).
+        A torch tensor is detached, so the autograd graph is not kept alive; a tensor on an
+        accelerator is copied to the host in chunks, never synchronised per step.
+
+        Under the ``loss_decreases`` marker, a non-finite loss or one past the divergence bound
+        stops the test at that step with the verdict.
+
+        Example:
+            >>> losstrend.record(loss)                      # once per optimizer step
+            >>> losstrend.record(val_loss, series="eval")   # once per epoch
+        """
+        s = self._series.get(series)
+        if s is None:
+            if not isinstance(series, str) or not series:
+                raise TypeError(f"series must be a non-empty string, got {series!r}")
+            s = self._series[series] = _Series(series)
+        tp = type(value)
+        if tp is float or tp is int:
+            try:
+                v = float(value)
+            except OverflowError as exc:  # an int past 1.8e308
+                from pytest_losstrend.capture.convert import not_a_float
+
+                raise not_a_float(value, exc) from None
+        else:
+            conv = self._converters.get(tp)
+            if conv is None:
+                from pytest_losstrend.capture.convert import converter_for
+
+                conv = self._converters[tp] = converter_for(value)
+                root = (tp.__module__ or "").split(".")[0]
+                if root in ("torch", "tensorflow", "keras") and self.framework is None:
+                    self.framework = root
+            out = conv(value)
+            if out.__class__ is not float:
+                self._record_other(s, value, out)
+                return
+            v = out
+        if s.pending:
+            s.flush()
+        s.values.append(v)
+        # ``v - v`` is NaN, hence truthy, exactly when v is NaN or infinite: one subtraction
+        # instead of a call on the per-step path.
+        if v > s.bound or v - v:
+            if self.fail_fast:
+                self._stop(s)
+        elif s.arming:
+            s.arm(v)
+
+    def _record_other(self, s: _Series, value: Any, out: Any) -> None:
+        from pytest_losstrend.capture.convert import DEFER, HISTORY
+
+        if out is DEFER:
+            s.pending.append(value.detach())
+            if len(s.pending) >= DEVICE_CHUNK:
+                s.flush()
+                self._check_last(s, DEVICE_CHUNK)
+        elif out is HISTORY:
+            self._record_history(value, s.name)
+        else:
+            s.flush()
+            s.values.extend(out)
+            self._check_last(s, len(out))
+
+    def _check_last(self, s: _Series, k: int) -> None:
+        if k <= 0:
+            return
+        for v in s.values[:BOUND_POINTS]:
+            if not s.arming:
+                break
+            s.arm(v)
+        if not self.fail_fast:
+            return
+        for v in s.values[-k:]:
+            if not math.isfinite(v) or v > s.bound:
+                self._stop(s)
+
+    def _stop(self, s: _Series) -> None:
+        __tracebackhide__ = True  # the stop is the verdict, not a bug in this frame
+        verdict = self.check(series=s.name)
+        losses = s.values
+        msg = failure_message(verdict, losses, self.criteria.merged(series=s.name),
+                              header=self.marker, seed=self.seed_line())
+        msg += f"\n  stopped:  at step {len(losses) - 1}, the remaining steps were skipped"
+        self.stopped = LossTrendStop(msg, verdict, s.name)
+        raise self.stopped
+
+    def _record_history(self, history: Any, series: str) -> None:
+        hist = history.history
+        if "loss" not in hist:
+            raise ValueError("the Keras History has no 'loss' entry to record")
+        self.record(list(hist["loss"]), series=series)
+        if "val_loss" in hist:
+            self.record(list(hist["val_loss"]), series=eval_series_for(series))
+
+    # -- access --------------------------------------------------------------------------
+
+    @property
+    def series_names(self) -> list[str]:
+        """Names of the series recorded so far, in the order first recorded."""
+        return list(self._series)
+
+    def losses(self, series: str = "train") -> list[float]:
+        """The recorded values of ``series`` as floats (empty when nothing was recorded).
+
+        Example:
+            >>> losstrend.losses("eval")[-1]
+            0.412
+        """
+        s = self._series.get(series)
+        if s is None:
+            return []
+        s.flush()
+        return list(s.values)
+
+    def as_dict(self) -> dict[str, list[float]]:
+        """Every series as plain lists of floats."""
+        return {name: self.losses(name) for name in self._series}
+
+    def array(self, series: str = "train") -> FloatArray:
+        """The recorded values of ``series`` as a float64 numpy array."""
+        import numpy as np
+
+        return np.asarray(self.losses(series), dtype=np.float64)
+
+    # -- judging ----------------------------------------------------------------------------
+
+    def check(self, **criteria: Any) -> Verdict:
+        """Judge a recorded series; criteria default to the marker's (or the defaults).
+
+        Example:
+            >>> verdict = losstrend.check(min_drop=0.3)
+            >>> verdict.ok, verdict.reason
+        """
+        from pytest_losstrend.verdict.trend import judge
+
+        crit = self.criteria.merged(**criteria) if criteria else self.criteria
+        if crit.series not in self._series:
+            return Verdict("fail", self._nothing_recorded(crit.series), "empty", {"n": 0})
+        verdict = judge(self.array(crit.series), crit)
+        if verdict.ok:
+            return verdict
+        from pytest_losstrend.diagnosis.context import context_for
+        from pytest_losstrend.diagnosis.ranking import with_diagnoses
+        from pytest_losstrend.diagnosis.rules import builtin_diagnoses
+
+        ctx = context_for(self.as_dict(), crit.series, verdict, evidence=self.evidence)
+        return with_diagnoses(verdict, builtin_diagnoses(ctx))
+
+    def assert_decreases(self, **criteria: Any) -> Verdict:
+        """Judge a series and raise ``AssertionError`` with the full message unless it passes.
+
+        An inconclusive verdict follows the ``inconclusive`` criterion: ``"fail"`` raises,
+        ``"skip"`` skips the test, ``"pass"`` returns.
+
+        Example:
+            >>> losstrend.assert_decreases(series="eval", min_drop=0.2)
+        """
+        __tracebackhide__ = True
+        crit = self.criteria.merged(**criteria) if criteria else self.criteria
+        verdict = self.check(**criteria)
+        if verdict.ok:
+            return verdict
+        if verdict.inconclusive and crit.inconclusive != "fail":
+            if crit.inconclusive == "skip":
+                import pytest
+
+                pytest.skip(verdict.reason)
+            return verdict
+        raise AssertionError(
+            failure_message(verdict, self.losses(crit.series), crit,
+                            header="assert_decreases", seed=self.seed_line())
+        )
+
+    def seed_line(self) -> str | None:
+        """How to rerun this test under the same seed, for failure messages."""
+        if self.seed is None:
+            return None
+        where = f"pytest '{self.nodeid}' " if self.nodeid else "pytest "
+        return f"{self.seed} (rerun: {where}--losstrend-seed={self.base_seed})"
+
+    def _nothing_recorded(self, series: str) -> str:
+        have = ", ".join(map(repr, self._series)) or "none"
+        return (
+            f"no loss was recorded in series {series!r} (series recorded: {have}); call "
+            "losstrend.record(loss) once per optimizer step, or pass "
+            "losstrend.keras_callback() to model.fit"
+        )
+
+    # -- watching -------------------------------------------------------------------------
+
+    def watch(
+        self,
+        model: Any,
+        optimizer: Any = None,
+        *,
+        loss_fn: Any = None,
+        batch: Any = None,
+    ) -> Any:
+        """Let diagnosis see the model train: gradients, updates, learning rates, inputs.
+
+        Takes a torch ``nn.Module`` (with its optimizer, to see the learning rate and which
+        parameters it holds) or a Keras model. Optional: everything works on the loss series
+        alone, diagnosis just gets sharper. With ``loss_fn`` and a fixed ``batch=(x, y)``, a
+        failing verdict also measures the sharpness (the top Hessian eigenvalue) and compares
+        it with the learning rate's stability limit 2/lr. Returns ``model``.
+
+        Example:
+            >>> model = losstrend.watch(torch.nn.Linear(3, 1), optimizer)
+            >>> model = losstrend.watch(keras_model)   # keras_callback() watches by itself
+        """
+        watcher = _make_watcher(model, optimizer, loss_fn=loss_fn, batch=batch)
+        self._watchers.append(watcher)
+        self.evidence = watcher.evidence
+        if self.framework is None:
+            self.framework = watcher.evidence.framework
+        return model
+
+    def finish_watching(self) -> None:
+        """Stop watching: remove hooks and complete the evidence (idempotent)."""
+        for w in self._watchers:
+            w.finish()
+
+    def measure_sharpness(self) -> float | None:
+        """The top Hessian eigenvalue on the watched batch, measured now (a failing verdict
+        calls this once; it costs a few dozen Hessian-vector products)."""
+        for w in reversed(self._watchers):
+            value = w.sharpness()
+            if value is not None:
+                w.evidence.sharpness = value
+                return float(value)
+        return None
+
+    # -- framework helpers --------------------------------------------------------------------
+
+    def keras_callback(self, *, loss_key: str = "loss") -> Any:
+        """A Keras callback that records each batch's own loss, and ``val_loss`` as ``"eval"``.
+
+        Keras 3 logs the epoch's running mean in ``on_train_batch_end``; the callback reads the
+        loss tracker's running sums and differences them, so the series holds each batch's own
+        loss (weighted as Keras weights it, by batch size).
+
+        ``loss_key`` names the loss in the training logs, for a custom ``train_step`` that
+        returns it under another name (``{"total_loss": ..., "kl": ...}``); ``"val_"`` plus it
+        is recorded as ``"eval"`` when present. A value the step returns as it is recorded as
+        it is; one from a ``keras.metrics.Mean`` (a running mean) is undone like the built-in
+        loss. Logs without the key stop the fit with an error naming the keys they hold.
+
+        Example:
+            >>> model.fit(x, y, epochs=5, callbacks=[losstrend.keras_callback()], verbose=0)
+            >>> vae.fit(x, epochs=5, callbacks=[losstrend.keras_callback(loss_key="total_loss")])
+        """
+        from pytest_losstrend.capture.keras import check_loss_key, make_callback
+
+        # Checked before anything else, so a wrong key fails here, not inside model.fit.
+        check_loss_key(loss_key)
+        self.framework = "keras"
+        return make_callback(self, loss_key=loss_key)
+
+    @property
+    def watchers(self) -> list[Any]:
+        """The watchers ``watch`` made, oldest first (the list itself, not a copy)."""
+        return self._watchers
+
+
+def _make_watcher(model: Any, optimizer: Any, *, loss_fn: Any, batch: Any) -> Any:
+    module = type(model).__module__ or ""
+    mro = {c.__module__.split(".")[0] for c in type(model).__mro__}
+    if "torch" in mro and hasattr(model, "named_parameters"):
+        from pytest_losstrend.capture.torch_watch import TorchWatcher
+
+        return TorchWatcher(model, optimizer, loss_fn=loss_fn, batch=batch)
+    if "keras" in mro or module.startswith(("keras", "tensorflow")):
+        from pytest_losstrend.capture.keras_watch import KerasWatcher
+
+        return KerasWatcher(model, optimizer, loss_fn=loss_fn, batch=batch)
+    raise TypeError(
+        f"watch() takes a torch nn.Module or a Keras model, got {type(model).__name__}"
+    )

@@ -1,0 +1,90 @@
+"""The words and rows every report shows alike: outcomes as pytest words them, one row per
+recorded series, the mutation score line. Plain data in, strings out; imports nothing of the
+package, so the terminal, Markdown and HTML reports all build on it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _g(v: Any) -> str:
+    # + 0: a loss of -0.0 reads "0", not "-0".
+    return f"{v + 0:.3g}" if isinstance(v, (int, float)) else "-"
+
+
+def _drop(drop: Any) -> str:
+    if not isinstance(drop, float):
+        return "-"
+    # A many-fold rise reads better as a factor than as a -1e9% drop.
+    return f"{100 * drop:.0f}%" if drop > -1.0 else f"x{1.0 - drop:.3g}"
+
+
+#: pytest's outcome words, in the order of its summary line ("1 failed, 2 passed, 4 xfailed").
+OUTCOMES = ("failed", "passed", "skipped", "xfailed", "xpassed")
+#: The word pytest's verbose output and its short summary use for each outcome.
+OUTCOME_WORDS = {"passed": "PASSED", "failed": "FAILED", "skipped": "SKIPPED",
+                 "xfailed": "XFAIL", "xpassed": "XPASS"}
+
+
+def outcome_word(result: dict[str, Any]) -> str:
+    """The test's outcome as pytest prints it (``PASSED``, ``FAILED``, ``XFAIL``...)."""
+    outcome = str(result.get("outcome") or "")
+    return OUTCOME_WORDS.get(outcome, outcome.upper() or "-")
+
+
+def outcome_counts(results: list[dict[str, Any]]) -> str:
+    """The tests counted by outcome as pytest's summary line counts them, e.g.
+    ``"1 failed, 2 passed, 4 xfailed"`` (empty when there are none)."""
+    outcomes = [str(r.get("outcome")) for r in results]
+    return ", ".join(f"{outcomes.count(o)} {o}" for o in OUTCOMES if outcomes.count(o))
+
+
+def series_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per recorded series of a test: what the terminal and Markdown tables show.
+
+    ``status`` is the loss verdict (the judged series in capitals, the others in lower case,
+    ``REGRESSED`` when the baseline gate failed the test); ``outcome`` is pytest's outcome of
+    the whole test, which a test body that raised or an expected failure (``loss_fails``)
+    makes differ from the verdict.
+    """
+    rows = []
+    for name, s in result["series"].items():
+        v = s["verdict"]
+        st = v.get("stats", {})
+        judged = result["criteria"].get("series") == name and result.get("verdict") is not None
+        # The judged series' verdict in capitals; the others are shown for information.
+        status = v["status"].upper() if judged else v["status"]
+        diagnoses = result.get("diagnoses") or []
+        why = diagnoses[0]["cause"] if judged and diagnoses else v.get("kind", "")
+        comp = result.get("baseline") or {}
+        gated = [r["metric"] for r in comp.get("rows", [])
+                 if r["series"] == name and r["regressed"]] if comp.get("gated") else []
+        if gated:
+            # The curve may pass on its own; the baseline gate is what failed the test.
+            status, why = "REGRESSED", "baseline " + ",".join(dict.fromkeys(gated))
+        rows.append({
+            "series": name, "steps": len(s["losses"]), "start": _g(st.get("start")),
+            "end": _g(st.get("end")), "drop": _drop(st.get("drop")), "status": status,
+            "expected": judged and result.get("marker") == "loss_fails"
+            and v["status"] == "fail",
+            "outcome": outcome_word(result), "reruns": int(result.get("reruns") or 0),
+            "why": why, "losses": s["losses"],
+        })
+    return rows
+
+
+def score_line(data: dict[str, Any]) -> str | None:
+    """``"mutation score 6/8 (75%): missed a, b"`` for a mutated test's result, else None."""
+    score = data.get("mutation_score")
+    if not score:
+        return None
+    k, n = score["caught"], score["applied"]
+    pct = f"{100 * k / n:.0f}%" if n else "-"
+    missed = [m["mutation"] for m in data.get("mutants", []) if not m["caught"]]
+    tail = f": missed {', '.join(missed)}" if missed else ""
+    return f"mutation score {k}/{n} ({pct}){tail}"
