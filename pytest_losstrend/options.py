@@ -253,7 +253,8 @@ class Settings:
 
     #: The base seed (``--losstrend-seed``); a test's ``seeds=N`` runs add 0 .. N-1 to it.
     seed: int
-    #: The reports to write, ``(format, absolute path or None for term)``, without repeats.
+    #: The reports to write, ``(format, absolute path or None for term)``; on the controller
+    #: each path is checked writable and a report asked for twice is kept once.
     reports: list[tuple[str, str | None]]
     #: ``--losstrend-mutate``, and the score under which the session fails (None: never).
     mutate: bool
