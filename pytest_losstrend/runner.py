@@ -1,20 +1,28 @@
-"""Judging a marked test after its body ran (imported only when a marked test runs)."""
+"""Judging a marked test after its body ran, and attaching the result to its report
+(imported only when a test marks or records a loss).
+
+The call phase of ``pytest_runtest_call`` (:func:`judge_call`: the body's warnings, its errors
+and a stopped run, the verdict, the baseline comparison and the mutants) and the result put
+on the call report (:func:`attach_result`) are here; the hooks in ``plugin.py`` delegate.
+"""
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
+import pytest
+
 from pytest_losstrend.diagnosis.messages import failure_message
+from pytest_losstrend.markers import MARK_DECREASES, MARK_FAILS, parse_marker
+from pytest_losstrend.session import _CONFIG_KEY, _LT_KEY, _RESULT_KEY, REPORT_ATTR
 from pytest_losstrend.verdict.criteria import Criteria
 from pytest_losstrend.verdict.result import Verdict
 from pytest_losstrend.verdict.trend import judge
 
 if TYPE_CHECKING:
-    import pytest
-
     from pytest_losstrend.fixture import LossTrend, LossTrendStop
-
-MARK_FAILS = "loss_fails"
 
 
 def _series_data(lt: LossTrend, crit: Criteria) -> dict[str, Any]:
@@ -148,3 +156,184 @@ def _expect_failure(
                                                     seed=seed)
             )
     return "pass", verdict.reason
+
+
+def judge_call(item: pytest.Item, name: str, mark: pytest.Mark) -> Generator[None, Any, Any]:
+    """Run a marked test's body (the one ``yield``) and judge its recorded series after it
+    (``pytest_runtest_call``'s wrapper, delegated to with ``yield from``).
+
+    Example::
+
+        @pytest.hookimpl(wrapper=True)
+        def pytest_runtest_call(item):
+            return (yield from judge_call(item, "loss_decreases", mark))
+    """
+    from pytest_losstrend.fixture import LossTrendStop
+
+    stop = None
+    body_error: BaseException | None = None
+    result = None
+    lt = item.stash.get(_LT_KEY, None)
+    crit, cause = parse_marker(name, mark)
+    # The test's warnings are recorded (under the filters in force, so "error" still raises
+    # in the test) for the diagnosis, then re-emitted for pytest's own warnings summary.
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as recording:
+            try:
+                result = yield
+            finally:
+                caught = list(recording or [])
+    except LossTrendStop as exc:
+        body = _body_error(exc, LossTrendStop)
+        if body is None:
+            stop = exc
+        else:
+            # A record() in a finally or except stopped the run while the body's own error was
+            # on its way out: that error is the test's failure, the verdict is shown with it.
+            _reemit(caught)
+            if lt is not None and lt.series_names:
+                item.stash[_RESULT_KEY] = result_data(item, lt, crit, exc.verdict, name)
+            _add_note(body, "losstrend: after this error, the loss check failed too:\n"
+                      + str(exc))
+            body_error = body
+    except BaseException:
+        _reemit(caught)
+        # The body failed (or skipped) on its own: that outcome stands, but the report still
+        # shows what was recorded, under the test's marker.
+        if lt is not None and lt.series_names:
+            item.stash[_RESULT_KEY] = result_data(item, lt, crit, lt.check(), name)
+        raise
+    if body_error is not None:
+        # Raised outside the except block, so that its own chain stays as the body left it.
+        raise body_error
+    _reemit(caught)
+    requested = item.nodeid.split("[", 1)[0] not in item.config.stash[_CONFIG_KEY].unrequested
+    data, action, message = judge_item(
+        item, lt=lt, marker=name, crit=crit, cause=cause, stop=stop, fixture_requested=requested,
+        warnings_seen=[str(w.message) for w in caught],
+    )
+    settings = item.config.stash[_CONFIG_KEY]
+    b = settings.baselines
+    if b is not None and name == MARK_DECREASES:
+        from pytest_losstrend.reports.baseline import environment
+
+        # Recorded where the test ran: a pytest-xdist controller never imports the frameworks.
+        data["environment"] = environment()
+    if b is not None and b.compare is not None and name == MARK_DECREASES and data["series"]:
+        comp = data["baseline"] = b.compare_test(data)
+        if b.gated and comp["status"] == "regressed":
+            note = f"losstrend: {comp['message']}"
+            message = note if action != "fail" else f"{message}\n{note}"
+            action = "fail"
+    if (
+        settings.mutate and name == MARK_DECREASES and action == "pass" and lt is not None
+        and lt.fit_framework is not None
+    ):
+        # Only a passing test is mutated: a failing one catches every mutant trivially.
+        from pytest_losstrend.catalogue.mutate import run_mutants
+
+        run_mutants(item, lt, crit, data)
+    item.stash[_RESULT_KEY] = data
+    _junit_properties(item, data)
+    if action == "fail":
+        pytest.fail(message, pytrace=False)
+    if action == "skip":
+        pytest.skip(message)
+    return result
+
+
+def _body_error(stop: BaseException, stop_type: type[BaseException]) -> BaseException | None:
+    """The exception the test body was raising when ``stop`` was raised (in a ``finally`` or
+    an ``except``), or None when the stop came first."""
+    context = stop.__context__
+    while context is not None and isinstance(context, stop_type):
+        context = context.__context__
+    return context
+
+
+def _add_note(exc: BaseException, note: str) -> None:
+    """PEP 678 note, which pytest shows under the exception (set by hand before 3.11)."""
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
+    else:  # pragma: no cover - python 3.10
+        exc.__notes__ = [*getattr(exc, "__notes__", []), note]  # type: ignore[attr-defined]
+
+
+def _junit_properties(item: pytest.Item, data: dict[str, Any]) -> None:
+    """The verdict, top cause, start and end loss as JUnit XML properties (--junitxml)."""
+    verdict = data.get("verdict") or {}
+    stats = verdict.get("stats", {})
+    props = [("losstrend_verdict", verdict.get("status")),
+             ("losstrend_reason", verdict.get("reason")),
+             ("losstrend_top_cause", (data.get("diagnoses") or [{}])[0].get("cause")),
+             ("losstrend_start", stats.get("start")),
+             ("losstrend_end", stats.get("end"))]
+    item.user_properties.extend((k, v) for k, v in props if v is not None)
+
+
+def _reemit(caught: list[warnings.WarningMessage]) -> None:
+    """Warn again, for pytest's warnings summary, what the test's body warned."""
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+
+
+def attach_result(
+    item: pytest.Item, call: pytest.CallInfo[None], report: pytest.TestReport
+) -> None:
+    """Attach the loss-trend result to the call-phase report as plain data, with the test's
+    outcome as pytest counts it (``pytest_runtest_makereport``, for a test that has one).
+
+    A ``loss_fails`` test whose verdict failed as expected is reported the way pytest reports
+    an xfail (outcome ``skipped`` with ``wasxfail``), so pytest's summary, JUnit XML and
+    pytest-xdist count it as xfailed. A skip :func:`judge_call` raised (an inconclusive
+    verdict) is placed at the test, as pytest places a skip mark's, not in this file.
+
+    Example::
+
+        report = yield
+        if call.when == "call":
+            attach_result(item, call, report)
+    """
+    data = item.stash.get(_RESULT_KEY, None)
+    lt = item.stash.get(_LT_KEY, None)
+    if data is None and lt is not None and lt.series_names:
+        data = unmarked_result(item, lt)
+    if data is None:
+        return
+    verdict = data.get("verdict")
+    if (
+        data.get("marker") == MARK_FAILS and report.passed and call.excinfo is None
+        and verdict is not None and verdict.get("status") == "fail"
+    ):
+        report.outcome = "skipped"
+        report.wasxfail = f"loss_fails: {verdict.get('reason', 'the loss check failed')}"
+    if report.skipped and not hasattr(report, "wasxfail"):
+        _skip_at_the_test(item, report)
+    if hasattr(report, "wasxfail"):
+        # pytest's own words: "xfailed" and "xpassed" are counted apart from skipped/passed.
+        outcome = "xfailed" if report.skipped else "xpassed"
+    else:
+        outcome = report.outcome
+    data = dict(data, outcome=outcome,
+                verdict_ok=bool(verdict["ok"]) if verdict is not None else None)
+    setattr(report, REPORT_ATTR, data)
+
+
+def _skip_at_the_test(item: pytest.Item, report: pytest.TestReport) -> None:
+    """Point a skip raised in this file (by :func:`judge_call`) at the test's own file and line."""
+    import os
+    from pathlib import Path
+
+    longrepr = report.longrepr
+    if not (isinstance(longrepr, tuple) and len(longrepr) == 3):
+        return
+    where, _, message = longrepr
+    try:
+        ours = Path(str(where)).resolve() == Path(__file__).resolve()
+    except OSError:
+        return
+    if ours:
+        path, line = item.reportinfo()[:2]
+        if line is not None:
+            report.longrepr = (os.fspath(path), line + 1, message)

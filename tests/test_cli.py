@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy  # noqa: F401  (imported before pytester snapshots sys.modules: it cannot load twice)
 import pytest
 
-import pytest_losstrend.plugin
+import pytest_losstrend.options
 
-PLUGIN_SOURCE = Path(pytest_losstrend.plugin.__file__).read_text(encoding="utf-8")
-OPTIONS = sorted(set(re.findall(r'"(--losstrend-[a-z-]+)"', PLUGIN_SOURCE)))
-INI_NAMES = sorted(set(re.findall(r'parser\.addini\(\s*"(losstrend_[a-z_]+)"', PLUGIN_SOURCE)))
+OPTIONS_SOURCE = Path(pytest_losstrend.options.__file__).read_text(encoding="utf-8")
+OPTIONS = sorted(set(re.findall(r'"(--losstrend-[a-z-]+)"', OPTIONS_SOURCE)))
+INI_NAMES = sorted(set(re.findall(r'parser\.addini\(\s*"(losstrend_[a-z_]+)"', OPTIONS_SOURCE)))
 
 
 def test_every_option_is_found_in_the_source() -> None:
