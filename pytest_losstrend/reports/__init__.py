@@ -2,6 +2,7 @@
 
 ``report`` (the document, the terminal and Markdown tables, atomic writes), ``html`` (the
 self-contained page) with ``html_chart`` (its SVG charts), and ``baseline`` (curve baselines:
-files, comparison, gating). Built from the JSON document alone; imports no framework, and only
+comparison, gating and settings) with ``baseline_files`` (the file format, validation, locked
+saves) and ``baseline_metrics`` (gates and the metrics they compare). Built from the JSON document alone; imports no framework, and only
 ``diagnosis`` and ``verdict`` of the package.
 """
