@@ -13,33 +13,32 @@ pass.
 exactly as the ``loss_decreases`` marker would judge it (fail-fast, warnings captured, the
 sharpness measured on failure, the other series judged with the default criteria).
 
-torch, TensorFlow and scikit-learn are imported inside the functions that use them, so
-importing this module costs numpy only.
+This module is the registry: the :class:`Scenario` type, :data:`SCENARIOS` (the catalogue, in
+the order of ``docs/catalogue.md``, each entry's explanation next to its name and cause) and the
+runner. The training runs live with their framework, in
+:mod:`~pytest_losstrend.catalogue.scenarios_torch` and
+:mod:`~pytest_losstrend.catalogue.scenarios_keras`, on the data sets of
+:mod:`~pytest_losstrend.catalogue.scenario_data`. torch, TensorFlow and scikit-learn are imported
+inside the functions that use them, so importing this module costs numpy only.
 """
 
 from __future__ import annotations
 
-import functools
-import itertools
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from pytest_losstrend.capture.recorder import LossTrendStop, Recorder
 from pytest_losstrend.capture.seeding import seed_everything
+from pytest_losstrend.catalogue import scenarios_keras, scenarios_torch
 from pytest_losstrend.verdict.criteria import Criteria
 from pytest_losstrend.verdict.result import Verdict
 from pytest_losstrend.verdict.trend import judge
 
 if TYPE_CHECKING:
-    import torch
-
     from pytest_losstrend.diagnosis.evidence import Evidence
 
-FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 Runner = Callable[[Recorder, bool], None]
 
 
@@ -79,437 +78,6 @@ class Scenario:
         self.train(lt, bad)
 
 
-# -- data ----------------------------------------------------------------------------------------
-# The data sets are fixed (they do not depend on the seed); the seed moves the initialisation,
-# the mini-batch order and the synthetic noise drawn inside the runs.
-
-
-def _standardise(a: FloatArray) -> FloatArray:
-    std = a.std(0)
-    return np.asarray((a - a.mean(0)) / np.where(std > 0, std, 1.0), dtype=np.float64)
-
-
-@functools.cache
-def _diabetes() -> tuple[FloatArray, FloatArray]:
-    """442 x 10 standardised features and a standardised target (sklearn's diabetes)."""
-    from sklearn.datasets import load_diabetes
-
-    x, y = load_diabetes(return_X_y=True)
-    return _standardise(np.asarray(x, np.float64)), _standardise(np.asarray(y, np.float64))
-
-
-@functools.cache
-def _digits() -> tuple[FloatArray, np.ndarray[Any, np.dtype[np.int64]]]:
-    """1797 8x8 digit images as 64 standardised features, and labels 0..9."""
-    from sklearn.datasets import load_digits
-
-    x, y = load_digits(return_X_y=True)
-    return _standardise(np.asarray(x, np.float64)), np.asarray(y, np.int64)
-
-
-@functools.cache
-def _breast_cancer() -> tuple[FloatArray, FloatArray]:
-    """569 x 30 standardised features and 0/1 labels."""
-    from sklearn.datasets import load_breast_cancer
-
-    x, y = load_breast_cancer(return_X_y=True)
-    return _standardise(np.asarray(x, np.float64)), np.asarray(y, np.float64)
-
-
-def _t(a: Any, dtype: Any = None) -> torch.Tensor:
-    import torch
-
-    return torch.as_tensor(np.ascontiguousarray(a), dtype=dtype or torch.float32)
-
-
-# -- a training loop -----------------------------------------------------------------------------
-
-
-def _loop(
-    lt: Recorder,
-    model: torch.nn.Module,
-    opt: torch.optim.Optimizer,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    data: tuple[torch.Tensor, torch.Tensor],
-    *,
-    steps: int,
-    batch_size: int | None = None,
-    shuffle: bool = True,
-    zero_grad: bool = True,
-    eval_data: tuple[torch.Tensor, torch.Tensor] | None = None,
-    eval_every: int = 0,
-    watch_rows: int = 256,
-    after_step: Callable[[], object] | None = None,
-) -> None:
-    """The loop most tests write: watch, then ``steps`` optimizer steps on the full batch or on
-    mini-batches (reshuffled each epoch unless ``shuffle=False``), recording each step's loss,
-    and every ``eval_every`` steps the loss on ``eval_data`` as series ``"eval"``;
-    ``after_step`` runs after each optimizer step (a scheduler's ``step``)."""
-    import torch
-
-    x, y = data
-    lt.watch(model, opt, loss_fn=loss_fn, batch=(x[:watch_rows], y[:watch_rows]))
-    n = len(x)
-    batches: list[torch.Tensor] = []
-    for step in range(steps):
-        if batch_size is None:
-            xb, yb = x, y
-        else:
-            if not batches:
-                order = torch.randperm(n) if shuffle else torch.arange(n)
-                batches = list(torch.split(order, batch_size))
-            idx = batches.pop(0)
-            xb, yb = x[idx], y[idx]
-        if zero_grad:
-            opt.zero_grad()
-        loss = loss_fn(model(xb), yb)
-        torch.autograd.backward(loss)
-        opt.step()
-        if after_step is not None:
-            after_step()
-        lt.record(loss)
-        if eval_data is not None and eval_every and (step + 1) % eval_every == 0:
-            with torch.no_grad():
-                lt.record(loss_fn(model(eval_data[0]), eval_data[1]), series="eval")
-
-
-def _mlp(sizes: list[int], act: Callable[[], torch.nn.Module]) -> torch.nn.Sequential:
-    import torch
-
-    layers: list[torch.nn.Module] = []
-    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
-        layers.append(torch.nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(act())
-    return torch.nn.Sequential(*layers)
-
-
-# -- the torch scenarios -------------------------------------------------------------------------
-
-
-def _lr_too_high(lt: Recorder, bad: bool) -> None:
-    import torch
-    from torch.nn.functional import mse_loss
-
-    x = torch.rand(100, 1) * 10
-    y = 2 * x + 1 + 0.5 * torch.randn(100, 1)
-    model = torch.nn.Linear(1, 1)
-    opt = torch.optim.SGD(model.parameters(), lr=1.0 if bad else 0.01)
-    _loop(lt, model, opt, mse_loss, (x, y), steps=60)
-
-
-def _unscaled_features(lt: Recorder, bad: bool) -> None:
-    import torch
-    from torch.nn.functional import mse_loss
-
-    xs, ys = _diabetes()
-    if bad:
-        # Three columns in other units (grams instead of kilograms, say).
-        xs = xs * np.array([1000.0, 1000.0, 1000.0] + [1.0] * 7)
-    x, y = _t(xs), _t(ys[:, None])
-    model = torch.nn.Linear(10, 1)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    _loop(lt, model, opt, mse_loss, (x, y), steps=60)
-
-
-def _non_finite(lt: Recorder, bad: bool) -> None:
-    import torch
-
-    xs, ys = _breast_cancer()
-    x, y = _t(xs), _t(ys[:, None])
-    model = torch.nn.Linear(30, 1)
-
-    def hand_bce(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        # The textbook formula on probabilities: once a sigmoid saturates to exactly 1.0 in
-        # float32, log(1 - p) is -inf and 0 * -inf is NaN, even for a correct prediction.
-        p = torch.sigmoid(z)
-        return -(t * torch.log(p) + (1 - t) * torch.log(1 - p)).mean()
-
-    loss_fn = hand_bce if bad else torch.nn.functional.binary_cross_entropy_with_logits
-    opt = torch.optim.Adam(model.parameters(), lr=0.05)
-    _loop(lt, model, opt, loss_fn, (x, y), steps=80)
-
-
-def _no_learning(lt: Recorder, bad: bool) -> None:
-    import torch
-
-    xs, ys = _digits()
-    x, y = _t(xs), _t(ys, torch.long)
-    model = _mlp([64, 32, 10], torch.nn.ReLU)
-    # The classic: the optimizer was built for another instance (a model re-created after the
-    # optimizer, or a copy), so the model being trained never moves.
-    params = _mlp([64, 32, 10], torch.nn.ReLU).parameters() if bad else model.parameters()
-    opt = torch.optim.SGD(params, lr=0.1)
-    _loop(lt, model, opt, torch.nn.functional.cross_entropy, (x, y), steps=120, batch_size=32)
-
-
-def _stale_gradients(lt: Recorder, bad: bool) -> None:
-    import torch
-    from torch.nn.functional import mse_loss
-
-    xs, ys = _diabetes()
-    x, y = _t(xs), _t(ys[:, None])
-    model = torch.nn.Linear(10, 1)
-    opt = torch.optim.SGD(model.parameters(), lr=0.02)
-    _loop(lt, model, opt, mse_loss, (x, y), steps=100, batch_size=64, zero_grad=not bad)
-
-
-def _dead_units(lt: Recorder, bad: bool) -> None:
-    import torch
-    from torch.nn.functional import mse_loss
-
-    xs, ys = _diabetes()
-    x, y = _t(xs), _t(ys[:, None])
-    model = _mlp([10, 64, 64, 1], torch.nn.ReLU)
-    if bad:
-        with torch.no_grad():
-            for layer in model:
-                if isinstance(layer, torch.nn.Linear) and layer.out_features > 1:
-                    layer.bias.fill_(-10.0)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    _loop(lt, model, opt, mse_loss, (x, y), steps=150, batch_size=128)
-
-
-def _shape_mismatch(lt: Recorder, bad: bool) -> None:
-    import torch
-    from torch.nn.functional import mse_loss
-
-    x = torch.randn(256, 5)
-    y = x @ torch.randn(5) + 0.1 * torch.randn(256)  # shape (256,)
-    model = torch.nn.Linear(5, 1)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    if bad:
-        # model(x) is (256, 1) against y (256,): mse_loss broadcasts to (256, 256) and
-        # compares every prediction with every target; the best it can do is predict mean(y).
-        _loop(lt, model, opt, mse_loss, (x, y), steps=80, batch_size=32)
-    else:
-        _loop(lt, model, opt, mse_loss, (x, y[:, None]), steps=80, batch_size=32)
-
-
-def _overfitting(lt: Recorder, bad: bool) -> None:
-    import torch
-    from torch.nn.functional import mse_loss
-
-    w = torch.randn(8, 1)
-
-    def data(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        # Mostly linear, so that 30 rows teach something before their noise is memorised.
-        x = torch.randn(n, 8)
-        return x, x @ w + 0.3 * torch.sin(3 * x[:, :1]) + 1.5 * torch.randn(n, 1)
-
-    x, y = data(30 if bad else 1000)
-    model = _mlp([8, 128, 128, 1], torch.nn.ReLU)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    _loop(lt, model, opt, mse_loss, (x, y), steps=200, batch_size=None if bad else 64,
-          eval_data=data(500), eval_every=4)
-
-
-def _blobs(n: int, classes: int, dim: int, spread: float) -> tuple[FloatArray, FloatArray]:
-    """``n`` points around ``classes`` random centres (spread ``spread``) with unit noise,
-    in random order, and their labels; drawn from numpy's global (seeded) generator."""
-    centres = np.random.randn(classes, dim) * spread
-    y = np.random.randint(0, classes, n)
-    return centres[y] + np.random.randn(n, dim), y.astype(np.float64)
-
-
-def _unshuffled_batches(lt: Recorder, bad: bool) -> None:
-    import torch
-
-    xs, ys = _blobs(3200, 5, 8, 0.6)
-    n_train = 2400
-    order = np.argsort(ys[:n_train], kind="stable")  # the file came sorted by label
-    x, y = _t(xs[:n_train][order]), _t(ys[:n_train][order], torch.long)
-    xe, ye = _t(xs[n_train:]), _t(ys[n_train:], torch.long)
-    model = torch.nn.Linear(8, 5)
-    opt = torch.optim.SGD(model.parameters(), lr=0.3)
-    steps_per_epoch = -(-n_train // 32)
-    _loop(lt, model, opt, torch.nn.functional.cross_entropy, (x, y),
-          steps=8 * steps_per_epoch, batch_size=32, shuffle=not bad,
-          eval_data=(xe, ye), eval_every=steps_per_epoch)
-
-
-def _bad_init(lt: Recorder, bad: bool) -> None:
-    import torch
-
-    xs, ys = _digits()
-    x, y = _t(xs), _t(ys, torch.long)
-    model = _mlp([64, 64, 10], torch.nn.Tanh)
-    if bad:
-        with torch.no_grad():
-            for p in model.parameters():
-                p.mul_(50.0)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    _loop(lt, model, opt, torch.nn.functional.cross_entropy, (x, y), steps=100, batch_size=64)
-
-
-def _lr_too_low(lt: Recorder, bad: bool) -> None:
-    import torch
-    from torch.nn.functional import mse_loss
-
-    xs, ys = _diabetes()
-    x, y = _t(xs), _t(ys[:, None])
-    model = _mlp([10, 32, 1], torch.nn.Tanh)
-    opt = torch.optim.SGD(model.parameters(), lr=1e-6 if bad else 0.05)
-    _loop(lt, model, opt, mse_loss, (x, y), steps=80)
-
-
-def _oscillation(lt: Recorder, bad: bool) -> None:
-    import torch
-    from torch.nn.functional import mse_loss
-
-    xs, ys = _diabetes()
-    x, y = _t(xs), _t(ys[:, None])
-    model = torch.nn.Linear(10, 1)
-    # lr = 0.2 is 0.8 of plain gradient descent's limit 2/lambda_max (lambda_max = 8.05 here);
-    # heavy-ball momentum stays stable up to 2(1 + momentum)/lambda_max, but at 0.99 it damps
-    # each swing by only 0.5% a step.
-    opt = torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.99 if bad else 0.9)
-    _loop(lt, model, opt, mse_loss, (x, y), steps=60)
-
-
-def _plateau(lt: Recorder, bad: bool) -> None:
-    import torch
-
-    xs, ys = _digits()
-    x, y = _t(xs), _t(ys, torch.long)
-    net = _mlp([64, 64, 10], torch.nn.ReLU)
-    # The bug: a softmax layer at the end of the model, and CrossEntropyLoss, which applies
-    # log-softmax itself, on top. Probabilities in [0, 1] taken as logits confine the loss to
-    # [1.46, 2.46] and the gradient through two softmaxes all but vanishes.
-    model = torch.nn.Sequential(net, torch.nn.Softmax(dim=-1)) if bad else net
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    _loop(lt, model, opt, torch.nn.CrossEntropyLoss(), (x, y), steps=120, batch_size=64)
-
-
-def _exploding_gradients(lt: Recorder, bad: bool) -> None:
-    import torch
-    from torch.nn.functional import mse_loss
-
-    xs, ys = _diabetes()
-    x, y = _t(xs), _t(ys[:, None])
-    model = _mlp([10] + [32] * 9 + [1], torch.nn.Identity)
-    with torch.no_grad():
-        for layer in model:
-            if isinstance(layer, torch.nn.Linear):
-                # Orthogonal weights keep a deep linear net's signal (and gradient) at scale;
-                # a gain of 1.5 multiplies both by 1.5 per layer: 1.5^10 = 58x end to end.
-                torch.nn.init.orthogonal_(layer.weight, gain=1.5 if bad else 1.0)
-                layer.bias.zero_()
-    opt = torch.optim.SGD(model.parameters(), lr=3e-4)
-    _loop(lt, model, opt, mse_loss, (x, y), steps=80)
-
-
-def _adam_lr_too_high(lt: Recorder, bad: bool) -> None:
-    import torch
-    from torch.nn.functional import mse_loss
-
-    xs, ys = _diabetes()
-    x, y = _t(xs), _t(ys[:, None])
-    model = _mlp([10, 32, 1], torch.nn.ReLU)
-    # Adam moves every weight by about lr per step whatever the gradient's size: at lr=3 the
-    # first step throws each weight 3 units away, the usual default being 1e-3.
-    opt = torch.optim.Adam(model.parameters(), lr=3.0 if bad else 3e-3)
-    _loop(lt, model, opt, mse_loss, (x, y), steps=80, batch_size=64)
-
-
-def _growing_lr_schedule(lt: Recorder, bad: bool) -> None:
-    import torch
-    from torch.nn.functional import mse_loss
-
-    xs, ys = _diabetes()
-    x, y = _t(xs), _t(ys[:, None])
-    model = torch.nn.Linear(10, 1)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    # A decay factor mistyped as a growth factor: gamma=1.1 instead of 0.9 (or 1/1.1).
-    sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=1.1 if bad else 0.97)
-    _loop(lt, model, opt, mse_loss, (x, y), steps=60, after_step=sched.step)
-
-
-def _unscaled_target(lt: Recorder, bad: bool) -> None:
-    import torch
-    from torch.nn.functional import mse_loss
-
-    xs, ys = _diabetes()
-    # The bug: the target in its raw units (here 1000x the standardised one), features fine.
-    x, y = _t(xs), _t(ys[:, None] * (1000.0 if bad else 1.0))
-    model = _mlp([10, 32, 1], torch.nn.ReLU)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    _loop(lt, model, opt, mse_loss, (x, y), steps=80, batch_size=64)
-
-
-def _frozen_weights(lt: Recorder, bad: bool) -> None:
-    import torch
-
-    xs, ys = _digits()
-    x, y = _t(xs), _t(ys, torch.long)
-    model = _mlp([64, 32, 10], torch.nn.ReLU)
-    if bad:
-        for name, p in model.named_parameters():
-            if name.endswith("weight"):
-                p.requires_grad_(False)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    _loop(lt, model, opt, torch.nn.functional.cross_entropy, (x, y), steps=120, batch_size=32)
-
-
-# -- the Keras scenarios -------------------------------------------------------------------------
-
-
-def _keras_lr_too_high(lt: Recorder, bad: bool) -> None:
-    import keras
-
-    x = (np.random.rand(100, 1) * 10).astype("float32")
-    y = (2 * x + 1 + 0.5 * np.random.randn(100, 1)).astype("float32")
-    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
-    model.compile(optimizer=keras.optimizers.SGD(learning_rate=1.0 if bad else 0.01),
-                  loss="mse")
-    lt.watch(model, batch=(x, y))
-    model.fit(x, y, epochs=6, batch_size=10, callbacks=[lt.keras_callback()], verbose=0)
-
-
-def _keras_no_learning(lt: Recorder, bad: bool) -> None:
-    import keras
-
-    xs, ys = _diabetes()
-    x, y = xs.astype("float32"), ys[:, None].astype("float32")
-    model = keras.Sequential([keras.Input((10,)), keras.layers.Dense(32, activation="relu"),
-                              keras.layers.Dense(1)])
-    if bad:
-        # Meant to freeze a pretrained base, this freezes the whole model: fit runs, the
-        # weights never move and the loss is mini-batch noise around its first level.
-        model.trainable = False
-    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.05), loss="mse")
-    lt.watch(model, batch=(x[:256], y[:256]))
-    model.fit(x, y, epochs=5, batch_size=32, callbacks=[lt.keras_callback()], verbose=0)
-
-
-def _keras_frozen_weight(lt: Recorder, bad: bool) -> None:
-    import keras
-
-    class Linear(keras.layers.Layer):  # type: ignore[misc]
-        """A hand-written bias-free dense layer; ``train_kernel=False`` is the bug."""
-
-        def __init__(self, units: int, train_kernel: bool) -> None:
-            super().__init__()
-            self.units = units
-            self.train_kernel = train_kernel
-
-        def build(self, input_shape: tuple[int, ...]) -> None:
-            self.kernel = self.add_weight(shape=(input_shape[-1], self.units),
-                                          initializer="glorot_uniform",
-                                          trainable=self.train_kernel)
-
-        def call(self, inputs: Any) -> Any:
-            return inputs @ self.kernel
-
-    xs, ys = _diabetes()
-    x, y = xs.astype("float32"), ys[:, None].astype("float32")
-    # Every instance of the layer has the bug, so no weight of the model can learn.
-    model = keras.Sequential([keras.Input((10,)), Linear(32, train_kernel=not bad),
-                              keras.layers.ReLU(), Linear(1, train_kernel=not bad)])
-    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.05), loss="mse")
-    lt.watch(model, batch=(x[:256], y[:256]))
-    model.fit(x, y, epochs=8, batch_size=64, callbacks=[lt.keras_callback()], verbose=0)
-
 
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
@@ -518,7 +86,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         "lambda_max of the MSE is about 70, so any lr above 2/70 = 0.029 multiplies the error "
         "along that direction by |1 - lr*lambda| > 1 every step and the loss explodes.",
         "lr=0.01, below the stability limit 2/lambda_max.",
-        _lr_too_high,
+        scenarios_torch.lr_too_high,
     ),
     Scenario(
         "unscaled_features", "unscaled_features", "torch", {},
@@ -526,7 +94,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         "MSE grows with the feature variance (10^6 x), so lr=0.1, fine for standardised "
         "inputs, is far past the stability limit and the loss explodes.",
         "Standardise every feature (StandardScaler).",
-        _unscaled_features,
+        scenarios_torch.unscaled_features,
     ),
     Scenario(
         "non_finite", "non_finite", "torch", {},
@@ -534,28 +102,28 @@ SCENARIOS: tuple[Scenario, ...] = (
         "as the classifier grows confident, sigmoid saturates to exactly 1.0 in float32 and "
         "(1 - y) * log(1 - p) is 0 * -inf = NaN, while the loss was falling.",
         "BCEWithLogitsLoss (log-sum-exp on the logits).",
-        _non_finite,
+        scenarios_torch.non_finite,
     ),
     Scenario(
         "no_learning", "no_learning", "torch", {},
         "The optimizer holds the parameters of another instance of the model, so the trained "
         "one never moves: the mini-batch loss is noise around a constant.",
         "optimizer = SGD(model.parameters(), ...).",
-        _no_learning,
+        scenarios_torch.no_learning,
     ),
     Scenario(
         "stale_gradients", "stale_gradients", "torch", {},
         "optimizer.zero_grad() is never called: every step applies the sum of all gradients "
         "so far, a momentum of 1 with no damping, and the loss swings and grows.",
         "Call optimizer.zero_grad() before each backward().",
-        _stale_gradients,
+        scenarios_torch.stale_gradients,
     ),
     Scenario(
         "dead_units", "dead_units", "torch", {},
         "An MLP whose hidden ReLU biases start at -10: every unit outputs zero on every "
         "sample, no gradient reaches the hidden layers and only the output bias learns.",
         "The default initialisation (zero-centred biases).",
-        _dead_units,
+        scenarios_torch.dead_units,
     ),
     Scenario(
         "shape_mismatch", "shape_mismatch", "torch", {"min_drop": 0.5},
@@ -567,7 +135,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         "a few % at most, fails it. With the default min_drop=0.1 the verdict is only "
         "inconclusive: the mini-batch noise cannot confirm a drop below 10%.",
         "pred.squeeze(-1), or targets of shape (N, 1).",
-        _shape_mismatch,
+        scenarios_torch.shape_mismatch,
     ),
     Scenario(
         "overfitting", "overfitting", "torch", {"series": "eval"},
@@ -576,7 +144,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         "the training loss keeps falling to zero while the held-out loss falls, then climbs "
         "as the model memorises the 30 rows' noise.",
         "1000 training rows (more data), in mini-batches of 64.",
-        _overfitting,
+        scenarios_torch.overfitting,
     ),
     Scenario(
         "unshuffled_batches", "unshuffled_batches", "torch", {},
@@ -587,7 +155,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         "and the held-out loss, measured at the end of each epoch, does not fall: the model "
         "always ends the epoch biased towards the last class.",
         "Shuffle each epoch (DataLoader(shuffle=True)).",
-        _unshuffled_batches,
+        scenarios_torch.unshuffled_batches,
     ),
     Scenario(
         "bad_init", "bad_init", "torch", {"below": 1.0},
@@ -596,14 +164,14 @@ SCENARIOS: tuple[Scenario, ...] = (
         "level ln(10) and, although it falls, it is still ten times chance after 100 steps. "
         "A healthy run gets under 1.0 (below=1.0); this one cannot.",
         "The default (Kaiming-uniform) initialisation.",
-        _bad_init,
+        scenarios_torch.bad_init,
     ),
     Scenario(
         "lr_too_low", "lr_too_low", "torch", {},
         "SGD with lr=1e-6 on a small regression MLP: each step moves the weights by about a "
         "millionth of themselves and the loss does not visibly fall.",
         "lr=0.05.",
-        _lr_too_low,
+        scenarios_torch.lr_too_low,
     ),
     Scenario(
         "oscillation", "oscillation", "torch", {},
@@ -611,7 +179,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         "and swings back and forth, damped by only 0.5% a step, so the loss oscillates far "
         "more than it falls.",
         "momentum=0.9.",
-        _oscillation,
+        scenarios_torch.oscillation,
     ),
     Scenario(
         "plateau", "plateau", "torch", {},
@@ -619,7 +187,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         "probabilities are taken as logits, the loss is confined to [1.46, 2.46] and learning "
         "stalls on a plateau far above a healthy classifier's.",
         "Feed the logits to CrossEntropyLoss (no softmax layer).",
-        _plateau,
+        scenarios_torch.plateau,
     ),
     Scenario(
         "exploding_gradients", "exploding_gradients", "torch", {},
@@ -628,7 +196,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         "layer (58x end to end), so the first gradient norm is about 2e4 and the first SGD "
         "steps throw the weights into a region where it grows 10-100x a step.",
         "Orthogonal weights of gain 1 (norm-preserving), or clip the gradient norm.",
-        _exploding_gradients,
+        scenarios_torch.exploding_gradients,
     ),
     Scenario(
         "adam_lr_too_high", "lr_too_high", "torch", {},
@@ -636,7 +204,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         "every weight by about lr per step whatever its gradient, so the first step throws "
         "each weight 3 units away and the loss jumps 10^5x within two steps.",
         "lr=3e-3 (Adam's usual range is 1e-4..1e-2).",
-        _adam_lr_too_high,
+        scenarios_torch.adam_lr_too_high,
     ),
     Scenario(
         "growing_lr_schedule", "lr_too_high", "torch", {},
@@ -645,7 +213,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         "2/lambda_max = 0.25 after about 17 steps and the loss explodes; the watched "
         "optimizer shows the learning rate growing.",
         "A decaying schedule (gamma=0.97).",
-        _growing_lr_schedule,
+        scenarios_torch.growing_lr_schedule,
     ),
     Scenario(
         "unscaled_target", "lr_too_high", "torch", {},
@@ -657,7 +225,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         "the root is the target's scale: the rules look at the inputs, not the targets. "
         "(On a linear model the same target only scales the loss by 10^6 and trains fine.)",
         "Standardise the target (y - mean) / std, and undo it on the predictions.",
-        _unscaled_target,
+        scenarios_torch.unscaled_target,
     ),
     Scenario(
         "frozen_weights", "no_learning", "torch", {},
@@ -665,7 +233,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         "the optimizer skips the frozen weights, the biases alone can only learn the class "
         "frequencies and the loss stays near chance level ln(10).",
         "requires_grad=True on the weights meant to learn (the default).",
-        _frozen_weights,
+        scenarios_torch.frozen_weights,
     ),
     Scenario(
         "keras_lr_too_high", "lr_too_high", "keras", {},
@@ -673,7 +241,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         "learning_rate=1.0, trained with model.fit in batches of 10: past the stability "
         "limit, the loss explodes within the first epoch.",
         "learning_rate=0.01.",
-        _keras_lr_too_high,
+        scenarios_keras.keras_lr_too_high,
     ),
     Scenario(
         "keras_no_learning", "no_learning", "keras", {},
@@ -681,7 +249,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         "fit runs without complaint, no weight moves, and the loss is noise around its "
         "first level.",
         "Freeze only the base (base.trainable = False) and keep the head trainable.",
-        _keras_no_learning,
+        scenarios_keras.keras_no_learning,
     ),
     Scenario(
         "keras_frozen_weight", "no_learning", "keras", {},
@@ -689,7 +257,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         "every instance of it is frozen, fit runs without complaint, no weight moves and the "
         "loss is mini-batch noise around its first level.",
         "add_weight(..., trainable=True) (the default) for the kernel.",
-        _keras_frozen_weight,
+        scenarios_keras.keras_frozen_weight,
     ),
 )
 
