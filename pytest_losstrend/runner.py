@@ -19,33 +19,25 @@ from pytest_losstrend.markers import MARK_DECREASES, MARK_FAILS, parse_marker
 from pytest_losstrend.session import _CONFIG_KEY, _LT_KEY, _RESULT_KEY, REPORT_ATTR
 from pytest_losstrend.verdict.criteria import Criteria
 from pytest_losstrend.verdict.result import Verdict
-from pytest_losstrend.verdict.trend import judge
 
 if TYPE_CHECKING:
     from pytest_losstrend.fixture import LossTrend, LossTrendStop
-
-
-def _series_data(lt: LossTrend, crit: Criteria) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name in lt.series_names:
-        losses = lt.losses(name)
-        # Only the judged series is held to the test's criteria; the others are shown with
-        # the defaults, for information.
-        own = crit if name == crit.series else Criteria(series=name)
-        verdict = judge(lt.array(name), own)
-        out[name] = {"losses": losses, "verdict": verdict.as_dict()}
-    return out
+    from pytest_losstrend.verdict.judgment import Judgment
 
 
 def result_data(
     item: pytest.Item, lt: LossTrend | None, crit: Criteria, verdict: Verdict | None,
-    marker: str | None,
+    marker: str | None, *, judgment: Judgment | None = None,
 ) -> dict[str, Any]:
-    """The plain-data record of one test, as it goes into the reports."""
-    series = _series_data(lt, crit) if lt is not None else {}
-    if verdict is not None and crit.series in series:
+    """The plain-data record of one test, as it goes into the reports, read from the test's
+    one ``judgment`` (made here when the caller has none)."""
+    if lt is not None and judgment is None:
+        judgment = lt.judgment(crit)
+    if judgment is not None and verdict is not None:
         # The judged series carries the verdict that decided the test, stop included.
-        series[crit.series]["verdict"] = verdict.as_dict()
+        judgment = judgment.with_verdict(verdict)
+    series = {name: {"losses": s.losses, "verdict": s.verdict.as_dict()}
+              for name, s in (judgment.series.items() if judgment is not None else ())}
     return {
         "nodeid": item.nodeid,
         "marker": marker,
@@ -89,12 +81,18 @@ def judge_item(
     elif stop is not None:
         verdict = stop.verdict
         crit = crit.merged(series=stop.series)
-    else:
-        verdict = lt.check()
     notes: list[str] = []
+    judgment = None
     if lt is not None:
-        verdict, notes = _diagnose(item, lt, crit, verdict, warnings_seen or [])
-    data = result_data(item, lt, crit, verdict, marker)
+        # Every series judged once; the message, the report, the baseline and the JUnit
+        # properties below all read this judgment.
+        judgment = lt.judgment(crit, verdict=verdict if stop is not None else None)
+        if stop is None and (lt.series_names or fixture_requested):
+            verdict = (judgment.series[crit.series].verdict if crit.series in judgment.series
+                       else lt.empty_verdict(crit.series))
+        verdict, notes = _diagnose(item, lt, crit, verdict, warnings_seen or [],
+                                   judgment=judgment)
+    data = result_data(item, lt, crit, verdict, marker, judgment=judgment)
     data["warnings"] = notes
     losses = lt.losses(crit.series) if lt is not None else []
     seed = lt.seed_line() if lt is not None else None
@@ -114,7 +112,8 @@ def judge_item(
 
 
 def _diagnose(
-    item: pytest.Item, lt: LossTrend, crit: Criteria, verdict: Verdict, seen: list[str]
+    item: pytest.Item, lt: LossTrend, crit: Criteria, verdict: Verdict, seen: list[str], *,
+    judgment: Judgment,
 ) -> tuple[Verdict, list[str]]:
     """The verdict with its ranked diagnoses (through the ``pytest_losstrend_diagnose``
     hook), and the warnings of a passing test."""
@@ -128,7 +127,8 @@ def _diagnose(
 
     if verdict.status == "fail" and lt.evidence is not None and lt.evidence.sharpness is None:
         lt.measure_sharpness()
-    ctx = context_for(series, crit.series, verdict, evidence=lt.evidence, warnings=seen)
+    ctx = context_for(series, crit.series, verdict, evidence=lt.evidence, warnings=seen,
+                      judgment=judgment)
     if verdict.ok:
         return verdict, passing_warnings(ctx)
     found = item.config.hook.pytest_losstrend_diagnose(context=ctx)
@@ -202,7 +202,9 @@ def judge_call(item: pytest.Item, name: str, mark: pytest.Mark) -> Generator[Non
         # The body failed (or skipped) on its own: that outcome stands, but the report still
         # shows what was recorded, under the test's marker.
         if lt is not None and lt.series_names:
-            item.stash[_RESULT_KEY] = result_data(item, lt, crit, lt.check(), name)
+            judgment = lt.judgment(crit)
+            item.stash[_RESULT_KEY] = result_data(item, lt, crit, lt.diagnosed(judgment),
+                                                  name, judgment=judgment)
         raise
     if body_error is not None:
         # Raised outside the except block, so that its own chain stays as the body left it.

@@ -20,6 +20,7 @@ from pytest_losstrend.verdict.criteria import BOUND_POINTS, DIVERGENCE_BOUND, Cr
 from pytest_losstrend.verdict.result import Verdict
 
 if TYPE_CHECKING:
+    from pytest_losstrend.verdict.judgment import Judgment
     from pytest_losstrend.verdict.stats import FloatArray
 
 # Device tensors (CUDA, MPS) are kept as tensors and copied to the host in chunks of this many,
@@ -254,16 +255,50 @@ class Recorder:
 
         crit = self.criteria.merged(**criteria) if criteria else self.criteria
         if crit.series not in self._series:
-            return Verdict("fail", self._nothing_recorded(crit.series), "empty", {"n": 0})
+            return self.empty_verdict(crit.series)
+        # The other series are judged only when a failure is to be diagnosed against them.
         verdict = judge(self.array(crit.series), crit)
+        if verdict.ok:
+            return verdict
+        return self.diagnosed(self.judgment(crit, verdict=verdict))
+
+    def judgment(self, criteria: Criteria | None = None, *,
+                 verdict: Verdict | None = None) -> Judgment:
+        """Every recorded series judged once: the one ``criteria`` names under them (or
+        ``verdict``, when the caller has it: a stopped run's), the others under the defaults.
+
+        Example:
+            >>> losstrend.judgment().verdicts["eval"].kind
+            'decrease'
+        """
+        from pytest_losstrend.verdict.judgment import judge_series
+
+        return judge_series(self.as_dict(), criteria or self.criteria, verdict=verdict)
+
+    def diagnosed(self, judgment: Judgment) -> Verdict:
+        """The judged series' verdict, with the built-in diagnoses when it did not pass (the
+        empty verdict when nothing was recorded under its name).
+
+        Example:
+            >>> losstrend.diagnosed(losstrend.judgment()).diagnoses[0].cause
+            'lr_too_high'
+        """
+        if judgment.judged not in judgment.series:
+            return self.empty_verdict(judgment.judged)
+        verdict = judgment.series[judgment.judged].verdict
         if verdict.ok:
             return verdict
         from pytest_losstrend.diagnosis.context import context_for
         from pytest_losstrend.diagnosis.ranking import with_diagnoses
         from pytest_losstrend.diagnosis.rules import builtin_diagnoses
 
-        ctx = context_for(self.as_dict(), crit.series, verdict, evidence=self.evidence)
+        ctx = context_for(judgment.losses, judgment.judged, verdict, evidence=self.evidence,
+                          judgment=judgment)
         return with_diagnoses(verdict, builtin_diagnoses(ctx))
+
+    def empty_verdict(self, series: str) -> Verdict:
+        """The failing verdict of a series nothing was recorded under, saying so."""
+        return Verdict("fail", self._nothing_recorded(series), "empty", {"n": 0})
 
     def assert_decreases(self, **criteria: Any) -> Verdict:
         """Judge a series and raise ``AssertionError`` with the full message unless it passes.

@@ -14,9 +14,9 @@ import numpy as np
 
 from pytest_losstrend.diagnosis.evidence import Evidence
 from pytest_losstrend.verdict.criteria import Criteria
+from pytest_losstrend.verdict.judgment import Judgment, judge_series
 from pytest_losstrend.verdict.result import Diagnosis, Verdict
 from pytest_losstrend.verdict.stats import FloatArray
-from pytest_losstrend.verdict.trend import judge
 
 
 @dataclass
@@ -57,17 +57,19 @@ Rule = Callable[[DiagnosisContext], Iterable[Diagnosis]]
 def context_for(
     series: dict[str, list[float]], judged: str, verdict: Verdict,
     *, evidence: Evidence | None = None, warnings: list[str] | None = None,
+    judgment: Judgment | None = None,
 ) -> DiagnosisContext:
     """Build a context; the series other than ``judged`` are judged with the default criteria
-    (the rules compare them, e.g. a falling train curve beside a climbing eval curve)."""
+    (the rules compare them, e.g. a falling train curve beside a climbing eval curve), unless a
+    ``judgment`` of them is given, which is then read rather than judged again."""
     if evidence is not None and evidence.first_loss is None:
         first = next(iter(series.get("train") or series.get(judged) or []), None)
         if first is not None and math.isfinite(first):
             evidence.first_loss = float(first)
+    if judgment is None:
+        judgment = judge_series(series, Criteria(series=judged), verdict=verdict)
     verdicts = {judged: verdict}
-    for name, values in series.items():
-        if name != judged:
-            verdicts[name] = judge(np.asarray(values, dtype=np.float64), Criteria(series=name))
+    verdicts.update((k, v) for k, v in judgment.verdicts.items() if k != judged)
     return DiagnosisContext(series=series, judged=judged, verdict=verdict, verdicts=verdicts,
                             evidence=evidence, warnings=list(warnings or []))
 

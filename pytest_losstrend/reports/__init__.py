@@ -1,8 +1,9 @@
 """Plain data in, files out: the term, JSON, Markdown and HTML reports and the baselines.
 
-``report`` (the document, the terminal and Markdown tables, atomic writes), ``html`` (the
-self-contained page) with ``html_chart`` (its SVG charts), and ``baseline`` (curve baselines:
-comparison, gating and settings) with ``baseline_files`` (the file format, validation, locked
-saves) and ``baseline_metrics`` (gates and the metrics they compare). Built from the JSON document alone; imports no framework, and only
-``diagnosis`` and ``verdict`` of the package.
+``report`` (the document, the terminal and Markdown tables), ``rows`` (what a table row and an
+outcome say), ``files`` (atomic writes), ``html`` (the self-contained page) with ``html_chart``
+(its SVG charts), and ``baseline`` (curve baselines: comparison, gating and settings) with
+``baseline_files`` (the file format, validation, locked saves) and ``baseline_metrics`` (gates
+and the metrics they compare). Built from the JSON document alone; imports no framework, and
+only ``diagnosis`` and ``verdict`` of the package.
 """
