@@ -1,9 +1,9 @@
 """Where training meets the package: the only layer that touches torch or tensorflow.
 
 ``recorder`` (recording the series, fail-fast, judging them), ``convert`` (recorded values to
-floats), ``torch_watch`` and ``keras_watch`` (the watchers,
-with ``torch_sampling``, ``torch_signals`` and ``keras_signals`` holding their parts),
-``keras`` (the Keras callback), ``sharpness`` (lambda_max by Hessian-vector products) and
-``seeding``. Every framework is imported lazily, inside the function that needs it. It may import
-``diagnosis`` and ``verdict``; nothing above.
+floats), ``torch_watch`` and ``keras_watch`` (the watchers, with ``torch_sampling``,
+``torch_signals`` and ``keras_signals`` holding their parts), ``keras`` (the Keras callback),
+``sharpness`` (lambda_max by Hessian-vector products) and ``seeding``. Every framework is
+imported lazily, inside the function that needs it. It may import ``diagnosis`` and
+``verdict``; nothing above.
 """
