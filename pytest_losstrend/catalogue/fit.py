@@ -34,7 +34,6 @@ from pytest_losstrend.catalogue.mutation import MutationNotApplicable
 
 if TYPE_CHECKING:
     from pytest_losstrend.catalogue.mutation import Mutation
-    from pytest_losstrend.verdict.criteria import Criteria
 
 
 class FitRecorder(Recorder):
@@ -45,22 +44,10 @@ class FitRecorder(Recorder):
     the test's own class.
     """
 
-    def __init__(
-        self,
-        criteria: Criteria | None = None,
-        *,
-        fail_fast: bool = False,
-        seed: int | None = None,
-        base_seed: int | None = None,
-        nodeid: str = "",
-        marker: str = "loss_decreases",
-    ) -> None:
-        super().__init__(criteria, fail_fast=fail_fast, seed=seed, base_seed=base_seed,
-                         nodeid=nodeid, marker=marker)
-        #: The injected bug ``fit`` applies (``--losstrend-mutate``); None in a normal run.
-        self.mutation: Mutation | None = None
-        #: "torch" or "keras" once ``fit`` ran, so the plugin knows the test can be mutated.
-        self.fit_framework: str | None = None
+    #: The injected bug ``fit`` applies (``--losstrend-mutate``); None in a normal run.
+    mutation: Mutation | None = None
+    #: "torch" or "keras" once ``fit`` ran, so the plugin knows the test can be mutated.
+    fit_framework: str | None = None
 
     def fit(
         self,
