@@ -6,7 +6,7 @@ through the same hook, as the plugin ``losstrend-rules``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from pytest_losstrend.catalogue.mutate import Mutation
     from pytest_losstrend.catalogue.scenarios import Scenario
     from pytest_losstrend.diagnosis.context import DiagnosisContext
+    from pytest_losstrend.reports.schema import ReportDoc
     from pytest_losstrend.verdict.result import Diagnosis
 
 hookspec = pytest.hookspec
@@ -92,7 +93,7 @@ def pytest_losstrend_mutations() -> list[Mutation] | None:
 
 
 @hookspec
-def pytest_losstrend_report(report: dict[str, Any], config: pytest.Config) -> None:
+def pytest_losstrend_report(report: ReportDoc, config: pytest.Config) -> None:
     """Receive the finished loss-trend report document (a sink).
 
     Called once per session, on the pytest-xdist controller when distributed, with the

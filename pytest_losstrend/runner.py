@@ -22,13 +22,14 @@ from pytest_losstrend.verdict.result import Verdict
 
 if TYPE_CHECKING:
     from pytest_losstrend.fixture import LossTrend, LossTrendStop
+    from pytest_losstrend.reports.schema import SeriesResult, TestRecord, TestResult
     from pytest_losstrend.verdict.judgment import Judgment
 
 
 def result_data(
     item: pytest.Item, lt: LossTrend | None, crit: Criteria, verdict: Verdict | None,
     marker: str | None, *, judgment: Judgment | None = None,
-) -> dict[str, Any]:
+) -> TestRecord:
     """The plain-data record of one test, as it goes into the reports, read from the test's
     one ``judgment`` (made here when the caller has none)."""
     if lt is not None and judgment is None:
@@ -36,8 +37,9 @@ def result_data(
     if judgment is not None and verdict is not None:
         # The judged series carries the verdict that decided the test, stop included.
         judgment = judgment.with_verdict(verdict)
-    series = {name: {"losses": s.losses, "verdict": s.verdict.as_dict()}
-              for name, s in (judgment.series.items() if judgment is not None else ())}
+    series: dict[str, SeriesResult] = {
+        name: {"losses": s.losses, "verdict": s.verdict.as_dict()}
+        for name, s in (judgment.series.items() if judgment is not None else ())}
     return {
         "nodeid": item.nodeid,
         "marker": marker,
@@ -51,7 +53,7 @@ def result_data(
     }
 
 
-def unmarked_result(item: pytest.Item, lt: LossTrend) -> dict[str, Any]:
+def unmarked_result(item: pytest.Item, lt: LossTrend) -> TestRecord:
     """The record of a test that used the fixture without a marker (no verdict decides it)."""
     return result_data(item, lt, lt.criteria, None, None)
 
@@ -66,7 +68,7 @@ def judge_item(
     stop: LossTrendStop | None,
     fixture_requested: bool = True,
     warnings_seen: list[str] | None = None,
-) -> tuple[dict[str, Any], str, str]:
+) -> tuple[TestRecord, str, str]:
     """Judge a marked test: ``(result data, action, message)``.
 
     ``action`` is ``"pass"``, ``"fail"`` or ``"skip"``; the message says why.
@@ -262,13 +264,14 @@ def _add_note(exc: BaseException, note: str) -> None:
         exc.__notes__ = [*getattr(exc, "__notes__", []), note]  # type: ignore[attr-defined]
 
 
-def _junit_properties(item: pytest.Item, data: dict[str, Any]) -> None:
+def _junit_properties(item: pytest.Item, data: TestRecord) -> None:
     """The verdict, top cause, start and end loss as JUnit XML properties (--junitxml)."""
-    verdict = data.get("verdict") or {}
-    stats = verdict.get("stats", {})
-    props = [("losstrend_verdict", verdict.get("status")),
-             ("losstrend_reason", verdict.get("reason")),
-             ("losstrend_top_cause", (data.get("diagnoses") or [{}])[0].get("cause")),
+    verdict = data.get("verdict")
+    stats = verdict["stats"] if verdict is not None else {}
+    diagnoses = data.get("diagnoses") or []
+    props = [("losstrend_verdict", verdict["status"] if verdict is not None else None),
+             ("losstrend_reason", verdict["reason"] if verdict is not None else None),
+             ("losstrend_top_cause", diagnoses[0]["cause"] if diagnoses else None),
              ("losstrend_start", stats.get("start")),
              ("losstrend_end", stats.get("end"))]
     item.user_properties.extend((k, v) for k, v in props if v is not None)
@@ -317,9 +320,13 @@ def attach_result(
         outcome = "xfailed" if report.skipped else "xpassed"
     else:
         outcome = report.outcome
-    data = dict(data, outcome=outcome,
-                verdict_ok=bool(verdict["ok"]) if verdict is not None else None)
-    setattr(report, REPORT_ATTR, data)
+    # mypy's strict extra checks want every optional key named in a literal built with **;
+    # "reruns" is the session's to add, when pytest-rerunfailures reran the test.
+    result: TestResult = {
+        **data, "outcome": outcome,  # type: ignore[typeddict-item]
+        "verdict_ok": bool(verdict["ok"]) if verdict is not None else None,
+    }
+    setattr(report, REPORT_ATTR, result)
 
 
 def _skip_at_the_test(item: pytest.Item, report: pytest.TestReport) -> None:

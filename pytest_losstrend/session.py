@@ -19,13 +19,14 @@ import pytest
 if TYPE_CHECKING:
     from pytest_losstrend.fixture import LossTrend
     from pytest_losstrend.options import Settings
+    from pytest_losstrend.reports.schema import ReportDoc, TestRecord, TestResult
 
 #: The run's :class:`LossTrendSession`, on ``config.stash``.
 _CONFIG_KEY: pytest.StashKey[LossTrendSession] = pytest.StashKey()
 #: A test's :class:`~pytest_losstrend.fixture.LossTrend`, on ``item.stash``.
 _LT_KEY: pytest.StashKey[LossTrend] = pytest.StashKey()
 #: A test's plain-data result once judged, on ``item.stash``.
-_RESULT_KEY: pytest.StashKey[dict[str, Any]] = pytest.StashKey()
+_RESULT_KEY: pytest.StashKey[TestRecord] = pytest.StashKey()
 #: The random generators' states once a seeded test's fixtures are set up, on ``item.stash``.
 _RNG_KEY: pytest.StashKey[dict[str, object]] = pytest.StashKey()
 # The plain-data result travels on the test report under this attribute, which pytest
@@ -52,7 +53,7 @@ class BuiltinRules:
         return list(builtin_entries())
 
     @pytest.hookimpl(tryfirst=True)
-    def pytest_losstrend_report(self, report: dict[str, Any], config: pytest.Config) -> None:
+    def pytest_losstrend_report(self, report: ReportDoc, config: pytest.Config) -> None:
         """Write the requested file reports (json, html, md) from the finished document.
 
         First of the sinks, so that another sink raising cannot cost the user's files.
@@ -107,7 +108,7 @@ class LossTrendSession:
         self.config = config
         self.seed = seed
         self.reports = reports
-        self.results: list[dict[str, Any]] = []
+        self.results: list[TestResult] = []
         #: Where each node id's result is in ``results`` (a rerun replaces it).
         self._index: dict[str, int] = {}
         #: Node ids of marked test functions that did not ask for the fixture.
@@ -158,14 +159,15 @@ class LossTrendSession:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Collect the plain-data result a test's call report carries: one per test, from its
         final attempt, with the number of reruns (pytest-rerunfailures) before it."""
-        data = getattr(report, REPORT_ATTR, None)
+        # Plain data (pytest-xdist rebuilds it from JSON-able dicts on the controller).
+        data: TestResult | None = getattr(report, REPORT_ATTR, None)
         # pytest-rerunfailures logs each attempt but the last with outcome "rerun": superseded
         # by the final attempt, which carries the count.
         if data is None or report.when != "call" or str(report.outcome) == "rerun":
             return
         reruns = getattr(report, "rerun", 0)
         if isinstance(reruns, int) and reruns > 0:
-            data = dict(data, reruns=reruns)
+            data = {**data, "reruns": reruns}
         at = self._index.get(data["nodeid"])
         if at is None:
             self._index[data["nodeid"]] = len(self.results)

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     import pytest
 
     from pytest_losstrend.catalogue.fit import FitRecorder
+    from pytest_losstrend.reports.schema import MutantResult, TestRecord, TestResult
     from pytest_losstrend.verdict.criteria import Criteria
 
 # Defined in catalogue.mutation (which fit imports without this module); named here too, where
@@ -154,7 +155,7 @@ def collect_mutations(hook: Any) -> list[Mutation]:
 
 
 def run_mutants(
-    item: pytest.Item, lt: FitRecorder, crit: Criteria, data: dict[str, Any]
+    item: pytest.Item, lt: FitRecorder, crit: Criteria, data: TestRecord
 ) -> None:
     """Re-run ``item`` under every applicable mutation; add ``mutants`` and
     ``mutation_score`` to its result ``data``.
@@ -165,7 +166,7 @@ def run_mutants(
     funcargs: dict[str, Any] | None = getattr(item, "funcargs", None)
     if funcargs is None or funcargs.get("losstrend") is not lt:
         return  # the fixture object is not what the body receives: nothing to swap
-    mutants: list[dict[str, Any]] = []
+    mutants: list[MutantResult] = []
     try:
         for mutation in collect_mutations(item.config.hook):
             if not mutation.applies(lt.fit_framework):
@@ -189,7 +190,7 @@ def run_mutants(
 def _run_one(
     item: pytest.Item, lt: FitRecorder, crit: Criteria, mutation: Mutation,
     funcargs: dict[str, Any],
-) -> dict[str, Any] | None:
+) -> MutantResult | None:
     """One mutant run: its record, or None when the mutation turned out not to apply."""
     import pytest
 
@@ -249,7 +250,7 @@ def _judge(
     return True, f"the verdict failed: {verdict.reason}"
 
 
-def below(data: dict[str, Any], pct: float) -> bool:
+def below(data: TestResult, pct: float) -> bool:
     """Whether a mutated test's score is below ``pct`` percent."""
     score = data.get("mutation_score")
     if not score or not score["applied"]:

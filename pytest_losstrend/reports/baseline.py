@@ -26,7 +26,7 @@ import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypedDict
+from typing import Any
 
 from pytest_losstrend.reports.baseline_files import (
     BASELINE_SCHEMA,
@@ -48,7 +48,6 @@ from pytest_losstrend.reports.baseline_files import (
 )
 from pytest_losstrend.reports.baseline_metrics import (
     METRICS,
-    Envelope,
     Gate,
     auc,
     envelope,
@@ -57,6 +56,16 @@ from pytest_losstrend.reports.baseline_metrics import (
     parse_gates,
     steps_to,
 )
+from pytest_losstrend.reports.schema import (
+    ComparisonNote,
+    ComparisonResult,
+    ComparisonRow,
+    ComparisonSpan,
+    Envelope,
+    TestRecord,
+    TestResult,
+)
+from pytest_losstrend.reports.schema import ComparisonStatus as Status
 
 __all__ = [
     "BASELINE_SCHEMA",
@@ -101,58 +110,6 @@ __all__ = [
 NOISE_Z = 2.0
 
 
-class _RowFigures(TypedDict):
-    series: str
-    metric: str
-    gate: str
-    runs: int
-    value: float | None
-    band: list[float] | None
-    limit: float | None
-    regressed: bool
-
-
-class _RowSpan(TypedDict, total=False):
-    # What a row says about how it was compared, between the gate and the figures.
-    steps: int
-    noise: float
-
-
-class _RowNote(TypedDict, total=False):
-    # Why a row has no band, after the figures.
-    note: str
-
-
-class ComparisonRow(_RowFigures, _RowSpan, _RowNote):
-    """One series and gate of a comparison, as the JSON report's ``baseline.rows`` carry it:
-    the current ``value``, the ``band`` of the baseline's runs and the ``limit`` (None, with a
-    ``note``, when the baseline gives none), ``steps`` (auc: the steps compared) and ``noise``
-    (the allowance for the curves' own noise)."""
-
-
-#: A comparison's outcome: ``missing`` is no baseline for the test, ``no_file`` no file at all.
-Status = Literal["ok", "regressed", "missing", "no_file"]
-
-
-class _ResultFields(TypedDict):
-    name: str
-    path: str
-    gated: bool
-    status: Status
-    rows: list[ComparisonRow]
-    message: str
-
-
-class ComparisonResult(_ResultFields, total=False):
-    """One test's comparison with the baseline, as the JSON report's ``baseline`` entry: the
-    baseline's ``name`` and ``path``, whether it gates the test, the ``status``, the ``rows``,
-    the ``message`` a failing test shows, and when compared the baseline's ``seeds`` and the
-    ``envelope`` of its runs per series."""
-
-    seeds: list[int]
-    envelope: dict[str, Envelope]
-
-
 def _limit(lo: float, hi: float, tol: float, noise: float) -> float:
     # A new seed lands above the highest of m saved seeds one time in m + 1, and a curve's
     # value carries its own mini-batch noise: the band's top is first raised by the larger of
@@ -169,11 +126,11 @@ def _fmt(v: float | None) -> str:
     return f"{v:.4g}"
 
 def _row(
-    gate: Gate, series: str, runs: int, span: _RowSpan, *, value: float | None,
+    gate: Gate, series: str, runs: int, span: ComparisonSpan, *, value: float | None,
     band: list[float] | None, limit: float | None, regressed: bool, note: str | None = None,
 ) -> ComparisonRow:
     # One place builds a row, its keys in the order the JSON report has always shown them.
-    tail: _RowNote = {} if note is None else {"note": note}
+    tail: ComparisonNote = {} if note is None else {"note": note}
     return {"series": series, "metric": gate.metric, "gate": gate.label, "runs": runs, **span,
             "value": value, "band": band, "limit": limit, "regressed": regressed, **tail}
 
@@ -190,7 +147,7 @@ def compare_series(
     """
     rows: list[ComparisonRow] = []
     for gate in gates:
-        span: _RowSpan = {}
+        span: ComparisonSpan = {}
         if gate.metric == "final":
             value: float | None = final_level(current)
             base = [final_level(r) for r in runs]
@@ -260,7 +217,7 @@ def describe(row: ComparisonRow) -> str:
 
 
 def compare_result(
-    result: dict[str, Any], doc: dict[str, Any] | None, path: Path | str, gates: list[Gate],
+    result: TestRecord, doc: dict[str, Any] | None, path: Path | str, gates: list[Gate],
     display: str, *, full_path: Path | str | None = None, gated: bool = False,
 ) -> ComparisonResult:
     """The comparison of one test's result with the baseline, as plain data for the report:
@@ -372,7 +329,7 @@ class BaselineSettings:
         gates = tuple(parse_gates(fail)) if fail else tuple(parse_gates(DISPLAY_GATES))
         return cls(directory, save, compare, gates, gated=bool(fail), update=update)
 
-    def compare_test(self, data: dict[str, Any]) -> ComparisonResult:
+    def compare_test(self, data: TestRecord) -> ComparisonResult:
         """Compare one marked test's result with the baseline: the report's ``baseline``
         entry (its message names the file as the user would write it)."""
         assert self.compare is not None
@@ -419,7 +376,7 @@ class BaselineSettings:
             ) from None
 
 def save_session(
-    settings: BaselineSettings, results: list[dict[str, Any]], *, seed: int, exitstatus: int
+    settings: BaselineSettings, results: list[TestResult], *, seed: int, exitstatus: int
 ) -> dict[str, Any]:
     """Save this run's passing marked tests into the baseline ``settings.save`` (controller
     side, once, at the end of the run): :func:`save_runs` under the lock, which never raises.

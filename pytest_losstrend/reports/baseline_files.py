@@ -23,11 +23,13 @@ import platform
 import re
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from pytest_losstrend._version import __version__
 from pytest_losstrend.reports.files import write_text_atomic
+from pytest_losstrend.reports.schema import Environment, MachineData, TestResult
 
 BASELINE_SCHEMA = "losstrend-baseline/1"
 DEFAULT_NAME = "default"
@@ -218,12 +220,12 @@ def _checked(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=1)
-def _machine() -> dict[str, str]:
+def _machine() -> MachineData:
     return {"plugin": __version__, "python": platform.python_version(),
             "platform": platform.platform(terse=True), "machine": platform.machine()}
 
 
-def environment() -> dict[str, Any]:
+def environment() -> Environment:
     """What a run is made on: python, platform, the versions of the frameworks imported so
     far, and the device."""
     fw: dict[str, str] = {}
@@ -244,7 +246,7 @@ def environment() -> dict[str, Any]:
     return {**_machine(), "frameworks": fw, "device": device}
 
 
-def environment_differences(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+def environment_differences(saved: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
     """The framework, python and device differences worth a note (never a failure)."""
     notes = []
     for key in ("python", "device"):
@@ -257,19 +259,22 @@ def environment_differences(saved: dict[str, Any], now: dict[str, Any]) -> list[
     return notes
 
 
-def savable(result: dict[str, Any]) -> bool:
+def savable(result: TestResult) -> bool:
     """A result goes into a baseline when its marked test passed: a known-bad case, a failed
     or skipped test and a mutant are no reference for later runs."""
+    # A mutant's record (catalogue.mutate's MutantResult) says "mutant": a key no TestResult
+    # has, read through a plain mapping so that such a record is still never saved.
+    plain: Mapping[str, object] = result
     return (
         result.get("marker") == "loss_decreases"
         and result.get("outcome") == "passed"
-        and not result.get("mutant")
+        and not plain.get("mutant")
         and bool(result.get("series"))
     )
 
 
 def merge(
-    doc: dict[str, Any] | None, results: list[dict[str, Any]], *, name: str, seed: int,
+    doc: dict[str, Any] | None, results: list[TestResult], *, name: str, seed: int,
     update: bool,
 ) -> tuple[dict[str, Any], dict[str, list[str]]]:
     """The baseline document after saving ``results`` into ``doc`` (None: a new file).
@@ -367,7 +372,7 @@ def lock_path(path: Path) -> Path:
 
 
 def save_runs(
-    path: Path, results: list[dict[str, Any]], *, name: str, seed: int, update: bool,
+    path: Path, results: list[TestResult], *, name: str, seed: int, update: bool,
     interrupted: bool = False, timeout: float = LOCK_TIMEOUT,
 ) -> dict[str, Any]:
     """Save the passing marked tests of ``results`` into the baseline file ``path`` (named

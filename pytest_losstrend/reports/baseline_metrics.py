@@ -16,9 +16,10 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import Any
 
 from pytest_losstrend.reports.baseline_files import BaselineError
+from pytest_losstrend.reports.schema import Envelope
 
 METRICS = ("final", "auc", "steps_to")
 
@@ -171,15 +172,6 @@ def noise_se(metric: str, losses: list[Any]) -> float:
     se = sigma / math.sqrt(len(y))
     return auc(y) * se if positive else se
 
-
-
-class Envelope(TypedDict):
-    """The band of a baseline's runs as the report carries it: at each kept step, the lowest
-    and the highest finite loss."""
-
-    steps: list[int]
-    lo: list[float]
-    hi: list[float]
 
 
 def envelope(runs: list[list[Any]], max_points: int = 200) -> Envelope:

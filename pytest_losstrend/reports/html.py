@@ -13,12 +13,19 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pytest_losstrend.reports.html_chart import chart_svg
 from pytest_losstrend.reports.html_chart import esc as _e
 from pytest_losstrend.reports.rows import OUTCOMES, _plural, outcome_word, score_line, series_rows
+from pytest_losstrend.reports.schema import (
+    ComparisonResult,
+    Envelope,
+    ReportDoc,
+    SeriesResult,
+    TestResult,
+)
 
 _CSS = """
 :root { color-scheme: light; }
@@ -100,14 +107,20 @@ class _Ids:
 _TestIds = tuple[str, dict[str, str]]
 
 
-def _status_of(test: dict[str, Any]) -> tuple[str, str]:
+def _lenient(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``data`` read as a plain mapping, where the page renders a missing key as empty: a
+    document written by hand or by another tool may lack one the schema requires."""
+    return data
+
+
+def _status_of(test: TestResult) -> tuple[str, str]:
     """The badge of the test's loss verdict: (css class, label)."""
     verdict = test.get("verdict")
     if not verdict:
         return "none", "no verdict"
     status = str(verdict.get("status", ""))
-    comp = test.get("baseline") or {}
-    if comp.get("gated") and comp.get("status") == "regressed":
+    comp = test.get("baseline")
+    if comp and comp.get("gated") and comp.get("status") == "regressed":
         # The curve itself passed, but the baseline gate failed the test.
         return "fail", "REGRESSED"
     if test.get("marker") == "loss_fails" and status == "fail":
@@ -121,7 +134,7 @@ _OUTCOME_CSS = {"passed": "pass", "failed": "fail", "skipped": "none", "xfailed"
                 "xpassed": "inconclusive"}
 
 
-def _outcome_badge(test: dict[str, Any]) -> str:
+def _outcome_badge(test: TestResult) -> str:
     """The badge of the test's outcome as pytest counts it (PASSED, FAILED, XFAIL...)."""
     outcome = str(test.get("outcome") or "")
     title = "pytest's outcome of the test"
@@ -153,7 +166,7 @@ def _row_badge(status: str, *, expected: bool = False) -> str:
 # ---------------------------------------------------------------- page
 
 
-def _counts(tests: list[dict[str, Any]]) -> str:
+def _counts(tests: list[TestResult]) -> str:
     """The tests counted by outcome, as pytest's summary counts them."""
     outcomes = [str(t.get("outcome")) for t in tests]
     parts = [_badge(_OUTCOME_CSS[o], f"{outcomes.count(o)} {o}")
@@ -164,7 +177,7 @@ def _counts(tests: list[dict[str, Any]]) -> str:
     return " ".join(parts) or _badge("none", "no outcome")
 
 
-def _summary(tests: list[dict[str, Any]], ids: list[_TestIds]) -> str:
+def _summary(tests: list[TestResult], ids: list[_TestIds]) -> str:
     rerun = any(t.get("reruns") for t in tests)
     head = ("test", "series", "steps", "start → end", "drop", "verdict", "outcome",
             *(("reruns",) if rerun else ()), "top cause")
@@ -199,10 +212,10 @@ def _fact(name: str, value: Any) -> str:
 
 
 def _series_figure(
-    fid: str, name: str, s: dict[str, Any], *, judged: bool, expects_failure: bool,
-    band: dict[str, Any] | None = None,
+    fid: str, name: str, s: SeriesResult, *, judged: bool, expects_failure: bool,
+    band: Envelope | None = None,
 ) -> str:
-    v = s.get("verdict") or {}
+    v = _lenient(s).get("verdict") or {}
     st = v.get("stats") or {}
     status = str(v.get("status", ""))
     css = status if status in ("pass", "fail", "inconclusive") else "none"
@@ -232,11 +245,11 @@ def _series_figure(
     )
 
 
-def _test_section(test: dict[str, Any], ids: _TestIds, seed: Any) -> str:
+def _test_section(test: TestResult, ids: _TestIds, seed: Any) -> str:
     tid, fids = ids
     css, label = _status_of(test)
-    verdict = test.get("verdict") or {}
-    crit = test.get("criteria") or {}
+    verdict = _lenient(test).get("verdict") or {}
+    crit = _lenient(test).get("criteria") or {}
     judged_name = crit.get("series") if test.get("verdict") else None
     out = [
         f'<section class="card test" id="{_e(tid)}">',
@@ -284,7 +297,8 @@ def _test_section(test: dict[str, Any], ids: _TestIds, seed: Any) -> str:
     if series:
         out.append('<div class="charts">')
         xfail = test.get("marker") == "loss_fails"
-        bands = (test.get("baseline") or {}).get("envelope") or {}
+        comp = test.get("baseline")
+        bands = (comp.get("envelope") if comp else None) or {}
         out += [_series_figure(fids[name], name, s, judged=name == judged_name,
                                expects_failure=xfail, band=bands.get(name))
                 for name, s in series.items()]
@@ -299,7 +313,7 @@ def _test_section(test: dict[str, Any], ids: _TestIds, seed: Any) -> str:
     return "".join(out)
 
 
-def _baseline_table(comp: dict[str, Any]) -> str:
+def _baseline_table(comp: ComparisonResult) -> str:
     """The comparison with the saved baseline: one row per series and gate."""
     gated = "gated" if comp.get("gated") else "not gated"
     out = [f"<h3>Baseline <code>{_e(comp.get('name', ''))}</code> ({_e(gated)}): "
@@ -325,7 +339,7 @@ def _baseline_table(comp: dict[str, Any]) -> str:
     return "".join(out)
 
 
-def html_report(doc: dict[str, Any]) -> str:
+def html_report(doc: ReportDoc) -> str:
     """The report document (``losstrend-report/1``) as one self-contained HTML5 page.
 
     A header with the seed and the verdict counts, a summary table linking to one section per
@@ -334,7 +348,7 @@ def html_report(doc: dict[str, Any]) -> str:
     series are decimated to the chart's pixel columns. Inline CSS only: no script and no
     reference outside the file.
     """
-    tests: list[dict[str, Any]] = list(doc.get("tests") or [])
+    tests: list[TestResult] = list(doc.get("tests") or [])
     seed = doc.get("seed")
     ids = _Ids(reserved=("summary",))
     test_ids: list[_TestIds] = []

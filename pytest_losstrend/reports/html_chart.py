@@ -13,6 +13,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from pytest_losstrend.reports.schema import Envelope
+
 # Chart geometry, in CSS pixels: the plot area leaves room for the tick labels on the left and
 # below.
 CHART_W, CHART_H = 640, 220
@@ -193,7 +195,7 @@ def _non_finite_word(raw: Any) -> str:
 
 
 def chart_svg(
-    name: str, losses: Sequence[Any], failed_at: Any, band: dict[str, Any] | None = None
+    name: str, losses: Sequence[Any], failed_at: Any, band: Envelope | None = None
 ) -> str:
     """One series as an inline SVG line chart (about 640x220).
 
@@ -241,7 +243,7 @@ def chart_svg(
     return "".join(parts)
 
 
-def _band_points(band: dict[str, Any] | None) -> list[tuple[int, float, float]]:
+def _band_points(band: Envelope | None) -> list[tuple[int, float, float]]:
     """(step, lo, hi) of a baseline band, dropping any point that is not a finite number."""
     if not band:
         return []

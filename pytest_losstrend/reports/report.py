@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import textwrap
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from pytest_losstrend.diagnosis.messages import sparkline
 from pytest_losstrend.reports.baseline import describe, environment_differences
@@ -17,15 +17,16 @@ from pytest_losstrend.reports.rows import (
     score_line,
     series_rows,
 )
+from pytest_losstrend.reports.schema import ReportDoc, TestResult
 
-SCHEMA = "losstrend-report/1"
+SCHEMA: Final = "losstrend-report/1"
 #: Below this many saved seeds a baseline comparison says its band may be too narrow.
 MIN_BASELINE_SEEDS = 3
 #: The JSON Schema of the report document, shipped in the package.
 SCHEMA_PATH = Path(__file__).parent.parent / "schemas" / "losstrend-report-1.schema.json"
 
 
-def report_document(seed: int, results: list[dict[str, Any]]) -> dict[str, Any]:
+def report_document(seed: int, results: list[TestResult]) -> ReportDoc:
     """The JSON report document (schema ``losstrend-report/1``)."""
     tests = sorted(results, key=lambda r: r["nodeid"])
     return {"schema": SCHEMA, "seed": seed, "tests": tests}
@@ -129,7 +130,7 @@ _TERM_DROP_ORDER = ("curve", "start -> end", "steps", "drop", "why", "reruns", "
 _MIN_TEST_WIDTH = 40
 
 
-def term_lines(results: list[dict[str, Any]], width: int = 100) -> list[str]:
+def term_lines(results: list[TestResult], width: int = 100) -> list[str]:
     """The terminal table, one row per test and series, fitted to ``width`` columns.
 
     Columns: test, series, steps, start -> end, drop, verdict (the loss check), outcome
@@ -199,7 +200,7 @@ def term_lines(results: list[dict[str, Any]], width: int = 100) -> list[str]:
     return lines
 
 
-def mutation_lines(results: list[dict[str, Any]]) -> list[str]:
+def mutation_lines(results: list[TestResult]) -> list[str]:
     """One line per mutated test: its mutation score and the mutants it missed."""
     lines = []
     for r in sorted(results, key=lambda r: r["nodeid"]):
@@ -209,7 +210,7 @@ def mutation_lines(results: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def write_term(terminalreporter: Any, seed: int, results: list[dict[str, Any]]) -> None:
+def write_term(terminalreporter: Any, seed: int, results: list[TestResult]) -> None:
     """The terminal report, into the pytest summary, fitted to the terminal's width."""
     tests = len({r["nodeid"] for r in results})
     counts = outcome_counts(results)
@@ -222,9 +223,11 @@ def write_term(terminalreporter: Any, seed: int, results: list[dict[str, Any]]) 
         terminalreporter.write_line(ln)
 
 
-def final_document(seed: int, results: list[dict[str, Any]]) -> dict[str, Any]:
-    """The finished report document as plain JSON-able data (what the sink hook receives)."""
-    doc: dict[str, Any] = _finite_json(report_document(seed, results))
+def final_document(seed: int, results: list[TestResult]) -> ReportDoc:
+    """The finished report document as plain JSON-able data (what the sink hook receives):
+    a loss that is not finite is the string ``"nan"``, ``"inf"`` or ``"-inf"`` in it (see
+    :mod:`pytest_losstrend.reports.schema`)."""
+    doc: ReportDoc = _finite_json(report_document(seed, results))
     return doc
 
 
@@ -232,7 +235,7 @@ def _md_cell(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def markdown_report(doc: dict[str, Any]) -> str:
+def markdown_report(doc: ReportDoc) -> str:
     """A Markdown summary of the report document, sized for a CI job summary.
 
     The tests are counted by outcome as pytest counts them (a ``loss_fails`` case that failed
@@ -264,12 +267,13 @@ def markdown_report(doc: dict[str, Any]) -> str:
     if failing:
         lines += ["", "### Failing", ""]
         for t in failing:
-            verdict = t.get("verdict") or {}
-            reason = _md_cell(verdict.get("reason", ""))
+            verdict = t.get("verdict")
+            reason = _md_cell(verdict.get("reason", "") if verdict else "")
             diagnosed = False
             if t.get("marker") == "loss_fails" and verdict:
                 if verdict.get("status") == "fail":
-                    top = (t.get("diagnoses") or [{}])[0].get("cause", "none")
+                    diagnoses = t.get("diagnoses") or []
+                    top = diagnoses[0].get("cause", "none") if diagnoses else "none"
                     why = ("loss_fails: the loss check failed as expected, but the test failed "
                            f"(top cause {top}; see pytest's output)")
                 else:
@@ -290,7 +294,7 @@ def markdown_report(doc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _markdown_baseline(tests: list[dict[str, Any]]) -> list[str]:
+def _markdown_baseline(tests: list[TestResult]) -> list[str]:
     """The baseline comparison for the job summary: counts, then every regressed figure."""
     compared = [t for t in tests if t.get("baseline")]
     if not compared:
@@ -312,7 +316,7 @@ def _markdown_baseline(tests: list[dict[str, Any]]) -> list[str]:
         lines += ["", "| test | series | gate | now | baseline band | limit |",
                   "|---|---|---|---|---|---|"]
         for t, r in rows:
-            band = r["band"] or ["-", "-"]
+            band: list[float] | list[str] = r["band"] or ["-", "-"]
             lines.append(f"| `{_md_cell(t['nodeid'])}` | {r['series']} | {r['gate']} | "
                          f"**{_g(r['value']) if r['value'] is not None else 'never'}** | "
                          f"{_g(band[0])} – {_g(band[1])} | {_g(r['limit'])} |")
@@ -323,7 +327,7 @@ def _markdown_baseline(tests: list[dict[str, Any]]) -> list[str]:
 
 
 def write_files(
-    doc: dict[str, Any], reports: list[tuple[str, str | None]]
+    doc: ReportDoc, reports: list[tuple[str, str | None]]
 ) -> tuple[list[tuple[str, Path]], list[tuple[str, str, str]]]:
     """Write the requested file reports (json, html, md) from the finished document.
 
@@ -351,7 +355,7 @@ def write_files(
 
 
 def baseline_lines(
-    settings: Any, results: list[dict[str, Any]], saved: dict[str, Any] | None
+    settings: Any, results: list[TestResult], saved: dict[str, Any] | None
 ) -> list[tuple[str, bool]]:
     """The terminal lines of the baseline comparison and save, each with whether it is an
     error (shown red)."""

@@ -1,11 +1,13 @@
 """The words and rows every report shows alike: outcomes as pytest words them, one row per
 recorded series, the mutation score line. Plain data in, strings out; imports nothing of the
-package, so the terminal, Markdown and HTML reports all build on it.
+package but the report's types, so the terminal, Markdown and HTML reports all build on it.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
+
+from pytest_losstrend.reports.schema import TestResult
 
 
 def _plural(n: int, word: str) -> str:
@@ -31,20 +33,38 @@ OUTCOME_WORDS = {"passed": "PASSED", "failed": "FAILED", "skipped": "SKIPPED",
                  "xfailed": "XFAIL", "xpassed": "XPASS"}
 
 
-def outcome_word(result: dict[str, Any]) -> str:
+def outcome_word(result: TestResult) -> str:
     """The test's outcome as pytest prints it (``PASSED``, ``FAILED``, ``XFAIL``...)."""
     outcome = str(result.get("outcome") or "")
     return OUTCOME_WORDS.get(outcome, outcome.upper() or "-")
 
 
-def outcome_counts(results: list[dict[str, Any]]) -> str:
+def outcome_counts(results: list[TestResult]) -> str:
     """The tests counted by outcome as pytest's summary line counts them, e.g.
     ``"1 failed, 2 passed, 4 xfailed"`` (empty when there are none)."""
     outcomes = [str(r.get("outcome")) for r in results]
     return ", ".join(f"{outcomes.count(o)} {o}" for o in OUTCOMES if outcomes.count(o))
 
 
-def series_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+class SeriesRow(TypedDict):
+    """One row of the terminal, Markdown and HTML tables: a series of a test, its figures as
+    the tables print them."""
+
+    series: str
+    steps: int
+    start: str
+    end: str
+    drop: str
+    status: str
+    #: A loss_fails test's judged series that failed, as expected.
+    expected: bool
+    outcome: str
+    reruns: int
+    why: str
+    losses: list[float]
+
+
+def series_rows(result: TestResult) -> list[SeriesRow]:
     """One row per recorded series of a test: what the terminal and Markdown tables show.
 
     ``status`` is the loss verdict (the judged series in capitals, the others in lower case,
@@ -52,7 +72,7 @@ def series_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     the whole test, which a test body that raised or an expected failure (``loss_fails``)
     makes differ from the verdict.
     """
-    rows = []
+    rows: list[SeriesRow] = []
     for name, s in result["series"].items():
         v = s["verdict"]
         st = v.get("stats", {})
@@ -61,9 +81,9 @@ def series_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
         status = v["status"].upper() if judged else v["status"]
         diagnoses = result.get("diagnoses") or []
         why = diagnoses[0]["cause"] if judged and diagnoses else v.get("kind", "")
-        comp = result.get("baseline") or {}
+        comp = result.get("baseline")
         gated = [r["metric"] for r in comp.get("rows", [])
-                 if r["series"] == name and r["regressed"]] if comp.get("gated") else []
+                 if r["series"] == name and r["regressed"]] if comp and comp.get("gated") else []
         if gated:
             # The curve may pass on its own; the baseline gate is what failed the test.
             status, why = "REGRESSED", "baseline " + ",".join(dict.fromkeys(gated))
@@ -78,7 +98,7 @@ def series_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def score_line(data: dict[str, Any]) -> str | None:
+def score_line(data: TestResult) -> str | None:
     """``"mutation score 6/8 (75%): missed a, b"`` for a mutated test's result, else None."""
     score = data.get("mutation_score")
     if not score:

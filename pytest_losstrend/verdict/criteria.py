@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from typing import Any, TypedDict, cast
 
 INCONCLUSIVE_OUTCOMES = ("fail", "skip", "pass")
 # A loss this many times the first positive value among the first few has diverged: no healthy
@@ -19,6 +19,20 @@ BOUND_POINTS = 5
 
 class CriteriaError(ValueError):
     """A criterion that does not exist or has a value it cannot take."""
+
+
+class CriteriaData(TypedDict):
+    """:class:`Criteria` as plain data (a test's ``criteria`` in the JSON report): every field,
+    in declaration order. The schema requires only ``series`` and ``min_drop``."""
+
+    series: str
+    min_drop: float
+    below: float | None
+    tolerance: float
+    warmup: int
+    min_points: int
+    seeds: int
+    inconclusive: str
 
 
 @dataclass(frozen=True)
@@ -48,9 +62,11 @@ class Criteria:
     seeds: int = 1
     inconclusive: str = "skip"
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> CriteriaData:
         """The criteria as plain JSON-able data."""
-        return asdict(self)
+        # asdict writes the fields as declared; CriteriaData names the same ones
+        # (tests/test_schema_types.py holds the two together).
+        return cast(CriteriaData, asdict(self))
 
     def merged(self, **overrides: Any) -> Criteria:
         """A copy with ``overrides`` validated and applied."""

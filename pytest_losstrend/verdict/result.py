@@ -1,11 +1,40 @@
-"""The result types of a judged loss curve (pure Python, cheap to import)."""
+"""The result types of a judged loss curve (pure Python, cheap to import).
+
+:class:`VerdictData` and :class:`DiagnosisData` are their plain-data forms, the ``verdict`` and
+``diagnosis`` objects of the JSON report (``losstrend-report/1``). They are defined here, in the
+bottom layer, so that ``as_dict`` can return them without importing ``reports``;
+``pytest_losstrend.reports.schema`` re-exports them beside the rest of the report's types.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 Status = Literal["pass", "fail", "inconclusive"]
+
+
+class DiagnosisData(TypedDict):
+    """A :class:`Diagnosis` as plain data (the report's ``diagnosis`` object)."""
+
+    cause: str
+    confidence: float
+    evidence: str
+    fix: str
+
+
+class VerdictData(TypedDict):
+    """A :class:`Verdict` as plain data (the report's ``verdict`` object). The schema requires
+    only ``ok``, ``status`` and ``reason``; :meth:`Verdict.as_dict` always writes every key."""
+
+    ok: bool
+    status: Status
+    reason: str
+    kind: str
+    failed_at: int | None
+    #: The figures the verdict used; free-form (the schema says only "object").
+    stats: dict[str, Any]
+    diagnoses: list[DiagnosisData]
 
 
 @dataclass(frozen=True)
@@ -24,7 +53,7 @@ class Diagnosis:
     evidence: str
     fix: str
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> DiagnosisData:
         """Plain JSON-able data."""
         return {
             "cause": self.cause,
@@ -75,7 +104,7 @@ class Verdict:
     def __bool__(self) -> bool:
         return self.ok
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> VerdictData:
         """Plain JSON-able data (the ``verdict`` object of the JSON report)."""
         return {
             "ok": self.ok,
