@@ -407,7 +407,7 @@ def test_inconclusive_skip_points_at_the_test(lt_pytester: pytest.Pytester) -> N
 
         @pytest.mark.loss_decreases
         def test_too_short(losstrend):
-            train(losstrend, steps=3)
+            train(losstrend, steps=1)
         """
     )
     result = lt_pytester.runpytest_inprocess("-rs", "--losstrend-report=json:r.json")

@@ -147,7 +147,7 @@ def test_stalled_loop_fails(lt_pytester: pytest.Pytester) -> None:
     ("policy", "outcome"), [("fail", "failed"), ("skip", "skipped"), ("pass", "passed")]
 )
 def test_inconclusive_policy(lt_pytester: pytest.Pytester, policy: str, outcome: str) -> None:
-    """Five steps are fewer than min_points=8: inconclusive, whatever the curve does."""
+    """One step cannot show a trend: inconclusive, whatever the loss."""
     lt_pytester.makepyfile(
         f"""
         import pytest
@@ -155,18 +155,18 @@ def test_inconclusive_policy(lt_pytester: pytest.Pytester, policy: str, outcome:
 
         @pytest.mark.loss_decreases(inconclusive={policy!r})
         def test_short_run(losstrend):
-            train(losstrend, steps=5)
+            train(losstrend, steps=1)
         """
     )
     result = lt_pytester.runpytest_inprocess("-rs")
     result.assert_outcomes(**{outcome: 1})
     if policy == "fail":
         result.stdout.fnmatch_lines(
-            ["*loss_decreases INCONCLUSIVE on series 'train': inconclusive: 5 points*"]
+            ["*loss_decreases INCONCLUSIVE on series 'train': inconclusive: 1 point*"]
         )
     if policy == "skip":
         result.stdout.fnmatch_lines(
-            ["SKIPPED *inconclusive: 5 points after warmup, fewer than min_points=8*"]
+            ["SKIPPED *inconclusive: 1 point after warmup; one point cannot show a trend*"]
         )
 
 
@@ -621,7 +621,7 @@ def test_loss_fails(lt_pytester: pytest.Pytester) -> None:
 
         @pytest.mark.loss_fails
         def test_too_short_to_tell(losstrend):
-            train(losstrend, steps=5)
+            train(losstrend, steps=1)
         """
     )
     result = lt_pytester.runpytest_inprocess("-v")

@@ -151,9 +151,34 @@ def test_thin_evidence_is_inconclusive_with_advice() -> None:
     assert "record more steps" in v.reason
 
 
-def test_too_few_points_is_inconclusive() -> None:
-    v = check([1.0, 0.5, 0.25])
+def test_one_point_is_inconclusive() -> None:
+    v = check([1.0])
     assert v.status == "inconclusive" and v.kind == "too_few_points"
+    assert "one point cannot show a trend" in v.reason
+
+
+@pytest.mark.parametrize(("curve", "status", "says"), [
+    ([1.0, 0.5, 0.25], "pass", "decreased 75.0% from 1 to 0.25 (3 points: too few for a trend"),
+    ([3.83, 4.54, 2.30], "pass", "decreased 39.9%"),        # one noisy step up, then down
+    ([-1.0, -2.0], "pass", "decreased 100.0% from -1 to -2"),
+    ([1.0, 2.0, 3.0], "fail", "the later points average 2.5, not below the first 1"),
+    ([2.3, 7112.0, 2.0], "fail", "not below the first 2.3"),  # blew up and came back
+    ([2.3026, 2.3014], "fail", "fell 0.1% from 2.303 to 2.301, less than min_drop=10%"),
+])
+def test_short_runs_are_judged_first_point_against_the_rest(
+    curve: list[float], status: str, says: str
+) -> None:
+    v = check(curve)
+    assert v.status == status and says in v.reason
+    assert "too few for a trend test (min_points=8)" in v.reason
+    # A short failure names no cause from two or three points (no lr blame without evidence).
+    assert v.kind in ("decrease", "short_run") and not v.diagnoses
+
+
+def test_a_constant_short_run_is_frozen_and_a_short_run_obeys_below() -> None:
+    assert check([1.0, 1.0, 1.0]).kind == "frozen"
+    v = check([1.0, 0.5, 0.25], below=0.1)
+    assert v.status == "fail" and "above below=0.1" in v.reason
 
 
 def test_min_drop_is_an_effect_size() -> None:

@@ -46,7 +46,9 @@ class Criteria:
         tolerance: how far the end level may sit above the best level reached earlier, as a
             fraction of the best level, before the run counts as having climbed back up.
         warmup: leading points ignored by the trend statistics (non-finite values still count).
-        min_points: fewer points than this (after warmup) give an inconclusive verdict.
+        min_points: fewer points than this (after warmup) are too few for a trend test: 2 or
+            more are judged as a short run (the first point against the rest), 1 is
+            inconclusive.
         seeds: marker only: run the test under this many seeds; every seed must pass.
         inconclusive: what an inconclusive verdict does to the test: "skip" (default: the
             test is reported as skipped with the reason and the advice, neither green nor

@@ -72,7 +72,8 @@ class Verdict:
         reason: one line a human reads first.
         kind: what decided it, e.g. ``"decrease"``, ``"non_finite"``, ``"divergence"``,
             ``"spike"``, ``"late_rise"``, ``"rise"``, ``"frozen"``, ``"stall"``,
-            ``"too_little_drop"``, ``"above_ceiling"``, ``"too_few_points"``, ``"noisy"``.
+            ``"too_little_drop"``, ``"above_ceiling"``, ``"short_run"``, ``"too_few_points"``,
+            ``"noisy"``.
         stats: the figures the verdict used (start, end, drop, tau, p_value, noise, ...).
         diagnoses: candidate causes, most likely first.
         failed_at: the step (index into the recorded series) where it went wrong, if known.
