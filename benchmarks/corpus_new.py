@@ -39,9 +39,7 @@ import argparse
 import functools
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,7 +48,10 @@ from typing import Any
 
 import numpy as np
 
-SCHEMA = "losstrend-corpus/1"
+# The file format, its rounding and its atomic writer are the calibration corpus's.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from corpus import round6, write_corpus
+
 DEFAULT_OUT = Path(__file__).resolve().parent / "corpus_new"
 
 # ---------------------------------------------------------------------------------------------
@@ -458,13 +459,6 @@ def _scheduler(cfg: Cfg, opt: Any, total: int) -> Any:
 OPT_LABEL = {"sgd": "sgd", "sgdm": "sgd_momentum0.9", "adam": "adam"}
 
 
-def _r(v: float) -> float | str:
-    """Round to 6 significant digits; non-finite as a string (JSON has no NaN)."""
-    if not math.isfinite(v):
-        return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
-    return float(f"{v:.6g}")
-
-
 def run(cfg: Cfg, seed: int) -> dict[str, Any]:
     """Train ``cfg`` at ``seed`` and return its corpus record."""
     import torch
@@ -552,21 +546,21 @@ def run(cfg: Cfg, seed: int) -> dict[str, Any]:
         if sched is not None:
             sched.step()
         if cfg.record == "epoch" and (k + 1) % steps_per_epoch == 0:
-            evals.append(_r(full(xe_t, ye_t)))
+            evals.append(round6(full(xe_t, ye_t)))
     series: dict[str, list[float | str]]
     if cfg.record == "epoch":
         per = [losses[i:i + steps_per_epoch] for i in range(0, total, steps_per_epoch)]
-        series = {"train": [_r(sum(p) / len(p)) for p in per], "eval": evals}
+        series = {"train": [round6(sum(p) / len(p)) for p in per], "eval": evals}
     else:
-        series = {"train": [_r(v) for v in losses]}
+        series = {"train": [round6(v) for v in losses]}
     return {
         "config": cfg.config, "family": cfg.family,
         "mode": cfg.name if cfg.family == "bad" else None, "judge": cfg.judge,
         "framework": "torch", "optimizer": OPT_LABEL[cfg.opt],
         "lr": cfg.lr, "batch_size": batch, "record": cfg.record, "seed": seed,
         "steps_per_epoch": steps_per_epoch,
-        "series": series, "full_train_loss": [_r(before), _r(full(xt_t, yt_t))],
-        "broken": cfg.broken, "reference": _r(ref),
+        "series": series, "full_train_loss": [round6(before), round6(full(xt_t, yt_t))],
+        "broken": cfg.broken, "reference": round6(ref),
     }
 
 
@@ -589,22 +583,6 @@ def summarise(runs: list[dict[str, Any]]) -> str:
     return (f"first={med(first)} last={med(last)} full={med([b for b, _ in full])}->"
             f"{med([a for _, a in full])} ref={med([float(r['reference']) for r in runs])} "
             f"learned={learned}/{len(runs)}")
-
-
-def write_corpus(path: Path, runs: list[dict[str, Any]]) -> None:
-    """Write ``runs`` to ``path`` atomically (temporary file in the same folder + replace)."""
-    body = ",\n".join(json.dumps(r, separators=(",", ":"), allow_nan=False) for r in runs)
-    text = f'{{"schema": "{SCHEMA}", "runs": [\n{body}\n]}}\n'
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def main(argv: list[str] | None = None) -> int:
