@@ -36,9 +36,9 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
     real = trend.Curve
 
-    def counting(x: Any, crit: Criteria) -> Any:
+    def counting(x: Any, crit: Criteria, reference: Any = None) -> Any:
         calls.append(len(x))
-        return real(x, crit)
+        return real(x, crit, reference)
 
     monkeypatch.setattr(trend, "Curve", counting)
     return calls

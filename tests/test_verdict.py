@@ -198,7 +198,9 @@ def test_below_is_a_ceiling_on_the_end_level() -> None:
 def test_warmup_ignores_leading_points() -> None:
     x = np.r_[[0.1] * 6, decay(60)]
     assert check(x).status == "fail"
-    assert check(x, warmup=4).ok
+    assert check(x, warmup=6).ok
+    # Two of the low points left: the run started at 0.1 and never came back below it.
+    assert check(x, warmup=4).kind == "blowup"
 
 
 def test_negative_losses_are_judged_on_a_linear_scale() -> None:

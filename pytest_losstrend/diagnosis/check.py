@@ -15,6 +15,7 @@ from pytest_losstrend.diagnosis.context import DiagnosisContext
 from pytest_losstrend.diagnosis.ranking import with_diagnoses
 from pytest_losstrend.diagnosis.rules import builtin_diagnoses
 from pytest_losstrend.verdict.criteria import Criteria
+from pytest_losstrend.verdict.reference import resolve_reference
 from pytest_losstrend.verdict.result import Verdict
 from pytest_losstrend.verdict.stats import FloatArray
 from pytest_losstrend.verdict.trend import judge
@@ -27,7 +28,9 @@ def check(losses: Iterable[float] | Any, **criteria: Any) -> Verdict:
         losses: the recorded losses in order (a list, a 1-d array, a CPU tensor).
         **criteria: any of ``min_drop``, ``below``, ``tolerance``, ``warmup``,
             ``min_points``, ``series`` (a label here), ``seeds`` and ``inconclusive``
-            (used by the marker). Unknown names raise :class:`CriteriaError`.
+            (used by the marker), ``reference`` (a number: the level the run must end 10%
+            below; ``"auto"`` has no targets to compute one from here). Unknown names
+            raise :class:`CriteriaError`.
 
     Returns:
         The :class:`Verdict`; ``verdict.ok`` is true only for a pass. A verdict that does not
@@ -40,7 +43,9 @@ def check(losses: Iterable[float] | Any, **criteria: Any) -> Verdict:
     """
     crit = Criteria().merged(**criteria)
     x = _as_array(losses)
-    return diagnose_curve(x, judge(x, crit), crit.series)
+    # No targets here: "auto" finds nothing to compute a reference from; a number applies.
+    return diagnose_curve(x, judge(x, crit, resolve_reference(crit.reference, None)),
+                          crit.series)
 
 
 def _as_array(losses: Iterable[float] | Any) -> FloatArray:

@@ -40,3 +40,10 @@ OSCILLATION_RHO = 0.5
 OSCILLATION_Z = 4.0
 
 ADVICE = "record more steps, a larger batch or an eval series"
+# A run must end this fraction of its reference level (the loss of the best constant
+# predictor) below it to have learned anything from its inputs; a short run (too few points
+# for a noise scale) fails only when its last point sits ``tolerance`` above the reference.
+REFERENCE_MARGIN = 0.1
+# A first loss this many times the reference level is a bad initialisation's evidence (weights
+# x100 at init start at 15x to 4,000x it; healthy runs of the new corpus at most 6x).
+FAR_ABOVE_REFERENCE = 10.0

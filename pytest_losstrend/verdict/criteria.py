@@ -33,6 +33,7 @@ class CriteriaData(TypedDict):
     min_points: int
     seeds: int
     inconclusive: str
+    reference: float | str | None
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,11 @@ class Criteria:
         inconclusive: what an inconclusive verdict does to the test: "skip" (default: the
             test is reported as skipped with the reason and the advice, neither green nor
             red), "fail" (strict: a test must prove the decrease) or "pass".
+        reference: the loss of a model that learned nothing from its inputs, which the run
+            must end clearly below: a number (in loss units), ``"auto"`` (default: the loss of
+            the best constant predictor on the run's targets, where the loss and the targets
+            are known, as ``fit``, ``watch(loss_fn=, batch=)`` and ``set_reference`` know
+            them) or None (off).
     """
 
     series: str = "train"
@@ -63,6 +69,7 @@ class Criteria:
     min_points: int = 8
     seeds: int = 1
     inconclusive: str = "skip"
+    reference: float | str | None = "auto"
 
     def as_dict(self) -> CriteriaData:
         """The criteria as plain JSON-able data."""
@@ -137,6 +144,15 @@ def validate_criteria(raw: dict[str, Any]) -> dict[str, Any]:
             out[name] = _integer(name, value, 3)
         elif name == "seeds":
             out[name] = _integer(name, value, 1)
+        elif name == "reference":
+            if value is None or value == "auto":
+                out[name] = value
+                continue
+            if isinstance(value, str):
+                raise CriteriaError(f"criterion reference={value!r}: expected a number, 'auto' "
+                                    "or None")
+            v = _number(name, value)
+            out[name] = v
         elif name == "inconclusive":
             if value not in INCONCLUSIVE_OUTCOMES:
                 raise CriteriaError(

@@ -21,6 +21,7 @@ import numpy as np
 
 from pytest_losstrend.verdict import constants
 from pytest_losstrend.verdict.criteria import Criteria
+from pytest_losstrend.verdict.reference import Reference
 from pytest_losstrend.verdict.stats import (
     FloatArray,
     fmt_exp,
@@ -77,6 +78,9 @@ class CurveFigures:
     rise: float  # end - best
     fell: bool  # the best level sits significantly below the start
     rise_at: int | None  # step it went wrong at, when the end sits above the best beyond noise
+    first: float  # the first recorded level (after warmup)
+    peak: float  # the highest 3-point rolling-median level
+    t_peak: int  # window start of the peak level
     stats: dict[str, Any]
 
     def level(self, v: float) -> float:
@@ -104,6 +108,8 @@ class Curve:
 
     x: FloatArray
     crit: Criteria
+    #: The reference level the run must end clearly below (None: unknown or off).
+    reference: Reference | None = None
 
     @cached_property
     def i_bad(self) -> int:
@@ -163,10 +169,17 @@ def _prepare(c: Curve) -> CurveFigures:
     # wide-window median and the first three points' median.
     start, k_start = (first3, min(3, n)) if first3 > head else (head, k0)
     sigma = robust_noise(y)
+    first = float(y[0])
     # A first step that falls several-fold is no noise: when the first point stands clearly
     # above the median of the first three (by the noise scale), the curve starts there.
-    if float(y[0]) - first3 > constants.Z_BAD * max(sigma, 1e-12) * 1.5:
-        start, k_start = float(y[0]), 1
+    if first - first3 > constants.Z_BAD * max(sigma, 1e-12) * 1.5:
+        start, k_start = first, 1
+    # Training started at the first point: a head window that sits above it beyond the noise
+    # holds a blow-up, and a level reached after a rise is no start ("decreased 98% from 128"
+    # for a run that went 2.3 -> 7112 -> 2.3).
+    tol = math.log1p(crit.tolerance) if positive else crit.tolerance
+    if start - first > tol + constants.Z_BAD * math.hypot(sigma, median_se(sigma, k_start)):
+        start, k_start = first, 1
     k_end = max(3, n // 5)
     end = float(np.median(y[-k_end:]))
     se_d = math.hypot(median_se(sigma, k_start), median_se(sigma, k_end))
@@ -179,10 +192,14 @@ def _prepare(c: Curve) -> CurveFigures:
     rm = rolling_median(y, w)
     t_best = int(np.argmin(rm))
     best = float(rm[t_best])
+    # The peak is looked for with a short window: a blow-up of a few steps is what it finds,
+    # and one noisy point is not.
+    r3 = rolling_median(y, min(3, n))
+    t_peak = int(np.argmax(r3))
+    peak = float(r3[t_peak])
     se_best = median_se(sigma, w)
     # The minimum over many windows is biased low by about sqrt(2 ln m) standard errors.
     selection = math.sqrt(2.0 * math.log(max(n / w, 2.0))) * se_best
-    tol = math.log1p(crit.tolerance) if positive else crit.tolerance
     rise = end - best
     rise_margin = tol + selection + constants.Z_BAD * math.hypot(se_best, median_se(sigma, k_end))
     fell = start - best > constants.Z_BAD * math.hypot(median_se(sigma, k_start), se_best)
@@ -217,5 +234,6 @@ def _prepare(c: Curve) -> CurveFigures:
         y=y, positive=positive, scale=scale, unit_z=unit_z, off=off, n=n, start=start,
         k_start=k_start, end=end, k_end=k_end, sigma=sigma, se_d=se_d, d=d, drop=drop,
         required=required, tol=tol, tau=tau, p_dec=p_dec, w=w, t_best=t_best, best=best,
-        se_best=se_best, rise=rise, fell=fell, rise_at=rise_at, stats=stats,
+        se_best=se_best, rise=rise, fell=fell, rise_at=rise_at, first=first, peak=peak,
+        t_peak=t_peak, stats=stats,
     )

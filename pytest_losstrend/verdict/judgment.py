@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from pytest_losstrend.verdict.criteria import Criteria
+from pytest_losstrend.verdict.reference import Reference, resolve_reference
 from pytest_losstrend.verdict.result import Verdict
 from pytest_losstrend.verdict.trend import judge
 
@@ -24,6 +25,8 @@ class SeriesJudgment:
 
     losses: list[float]
     verdict: Verdict
+    #: The reference level the series was judged against (None: unknown or off).
+    reference: Reference | None = None
 
 
 @dataclass(frozen=True)
@@ -60,10 +63,13 @@ class Judgment:
 
 
 def judge_series(
-    series: Mapping[str, list[float]], crit: Criteria, *, verdict: Verdict | None = None
+    series: Mapping[str, list[float]], crit: Criteria, *, verdict: Verdict | None = None,
+    references: Mapping[str, Reference] | None = None,
 ) -> Judgment:
     """Judge every series once: ``crit.series`` under ``crit`` (or take ``verdict`` for it, when
-    the caller already has it), the others under the default criteria.
+    the caller already has it), the others under the default criteria. ``references`` are the
+    reference levels computed for the series (from their loss and targets); each criterion's
+    ``reference`` decides whether and which one applies.
 
     Example:
         >>> j = judge_series({"train": [2.0, 1.6, 1.3, 1.1, 0.9, 0.8, 0.7, 0.65, 0.6, 0.55]},
@@ -73,11 +79,13 @@ def judge_series(
     """
     out: dict[str, SeriesJudgment] = {}
     for name, losses in series.items():
-        if name == crit.series and verdict is not None:
-            out[name] = SeriesJudgment(losses, verdict)
-            continue
         own = crit if name == crit.series else Criteria(series=name)
-        out[name] = SeriesJudgment(losses, judge(np.asarray(losses, dtype=np.float64), own))
+        ref = resolve_reference(own.reference, (references or {}).get(name))
+        if name == crit.series and verdict is not None:
+            out[name] = SeriesJudgment(losses, verdict, ref)
+            continue
+        out[name] = SeriesJudgment(
+            losses, judge(np.asarray(losses, dtype=np.float64), own, ref), ref)
     return Judgment(crit.series, out)
 
 

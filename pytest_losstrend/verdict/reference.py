@@ -53,6 +53,23 @@ class Reference:
         return {"value": self.value, "how": self.how}
 
 
+def resolve_reference(setting: float | str | None, computed: Reference | None) -> Reference | None:
+    """The reference a run is judged against: the criterion ``reference`` (a number, ``"auto"``
+    or None) applied to the level computed from the run's loss and targets (None if unknown).
+
+    Example:
+        >>> resolve_reference(2.3, None).how
+        'reference=2.3, as the test set it'
+        >>> resolve_reference(None, Reference(2.3, "ln 10")) is None
+        True
+    """
+    if setting is None:
+        return None
+    if isinstance(setting, str):
+        return computed
+    return Reference(float(setting), f"reference={setting:g}, as the test set it")
+
+
 def canonical_loss(name: str) -> str | None:
     """The canonical name of a loss spelled as torch or Keras spell it, or None."""
     key = name.lower().replace("-", "_").replace(" ", "_")
@@ -162,4 +179,4 @@ def _huber_constant(y: FloatArray, delta: float) -> float:
     return float(np.mean(np.where(r <= delta, 0.5 * r**2, delta * (r - 0.5 * delta))))
 
 
-__all__ = ["LOSS_NAMES", "Reference", "canonical_loss", "reference_level"]
+__all__ = ["LOSS_NAMES", "Reference", "canonical_loss", "reference_level", "resolve_reference"]

@@ -20,7 +20,7 @@ from collections.abc import Callable
 import numpy as np
 
 from pytest_losstrend.verdict import constants
-from pytest_losstrend.verdict.figures import Curve, fmt, pct
+from pytest_losstrend.verdict.figures import Curve, CurveFigures, fmt, pct
 from pytest_losstrend.verdict.result import Verdict
 from pytest_losstrend.verdict.stats import (
     FloatArray,
@@ -135,6 +135,17 @@ def short_run(c: Curve) -> Verdict | None:
     stats.update(start=first, end=last, drop=drop)
     few = (f"{n} points: too few for a trend test (min_points={c.crit.min_points}), so judged "
            "by the first point against the later ones")
+    ref = c.reference
+    if ref is not None:
+        stats.update(reference=ref.value)
+    # One point per level and no noise scale: only a last point clearly above the reference
+    # (by ``tolerance``) is evidence; "clearly below" needs the levels of a longer run.
+    if (ref is not None and later < first and drop >= c.crit.min_drop
+            and last > ref.value + c.crit.tolerance * abs(ref.value)):
+        return Verdict("fail", f"short run ended at {fmt(last)}, above the reference level "
+                               f"{fmt(ref.value)}, {ref.how}: no better than a model that "
+                               f"learned nothing from its inputs ({few})", "chance_level",
+                       stats, failed_at=n - 1)
     if later < first and drop >= c.crit.min_drop and c.crit.below is not None and (
             last > c.crit.below):
         return Verdict("fail", f"short run ended at {fmt(last)}, above below={c.crit.below:g} "
@@ -202,6 +213,79 @@ def divergence(c: Curve) -> Verdict | None:
         "divergence",
         f.stats,
         failed_at=f.rise_at,
+    )
+
+
+def chance_level(c: Curve) -> Verdict | None:
+    """**no better than chance** (fail): the end level not clearly below the reference level.
+
+    Only where a reference is known (``reference=``: a number, or ``"auto"``, the loss of the
+    best constant predictor on the run's targets, which ``fit``, ``watch(loss_fn=, batch=)``
+    and ``set_reference`` compute): the end level must sit ``REFERENCE_MARGIN`` (10%) of the
+    reference below it, whatever the shape of the curve. A model at the reference predicts the
+    label frequencies, or the mean of the targets: it learned nothing from its inputs. The
+    stats carry the first point, the highest level and where it was reached, for the diagnosis
+    to name the root (a blow-up first, frozen parameters, a first loss
+    ``FAR_ABOVE_REFERENCE`` (10) times the reference or more). Calibrated on
+    ``benchmarks/corpus_new``: healthy runs end at most 0.84 of their reference (a 3-epoch
+    digits MLP), runs without signal at 0.84 to 1.03.
+    """
+    ref = c.reference
+    if ref is None or not ref.value > 0:
+        return None
+    f = c.figures
+    end = f.level(f.end)
+    limit = ref.value * (1.0 - constants.REFERENCE_MARGIN)
+    f.stats.update(reference=ref.value, end_over_reference=end / ref.value)
+    if end <= limit:
+        return None
+    first, peak = f.level(f.first), f.level(f.peak)
+    f.stats.update(first=first, peak=peak, peak_step=f.off + f.t_peak + 1)
+    blew_up = ""
+    if _rose_from_first(f):
+        blew_up = (f"; it blew up to {fmt(peak)} (step {f.off + f.t_peak + 1}) from "
+                   f"{fmt(first)} first")
+    elif first > ref.value * constants.FAR_ABOVE_REFERENCE:
+        blew_up = (f"; it started at {fmt(first)}, x{first / ref.value:.3g} the reference, "
+                   "and fell only to here")
+    return Verdict(
+        "fail",
+        f"no better than chance: ended at {fmt(end)}, not {pct(constants.REFERENCE_MARGIN)} "
+        f"below the reference level {fmt(ref.value)}, {ref.how}{blew_up}",
+        "chance_level",
+        f.stats,
+        failed_at=f.off + f.n - 1,
+    )
+
+
+def blowup(c: Curve) -> Verdict | None:
+    """**a blow-up it never recovered from** (fail): the loss rose above its first level beyond
+    the noise, and ended there or higher.
+
+    The first recorded point is where training started. The rule applies when a 3-point rolling
+    median rose above it by more than ``tolerance`` plus ``Z_BAD`` (3) standard errors plus the
+    selection bias of a maximum (sqrt(2 ln n) standard errors of a 3-point median), and the end
+    level is not ``Z_BAD`` standard errors below the first point: a run that blew up and came
+    back only to where it started learned nothing (a learning rate far past the stability
+    limit that leaves ReLUs dead).
+    """
+    f = c.figures
+    if not _rose_from_first(f):
+        return None
+    margin = constants.Z_BAD * math.hypot(f.sigma, median_se(f.sigma, f.k_end))
+    if f.first - f.end > margin:
+        return None
+    first, peak, end = f.level(f.first), f.level(f.peak), f.level(f.end)
+    at = f.off + f.t_peak + 1
+    f.stats.update(first=first, peak=peak, peak_step=at)
+    grew = f"x{fmt_exp(f.peak - f.first)}" if f.positive else f"+{fmt(peak - first)}"
+    return Verdict(
+        "fail",
+        f"blew up and never came back below its start: loss went from {fmt(first)} to "
+        f"{fmt(peak)} ({grew}) by step {at} and ended at {fmt(end)}",
+        "blowup",
+        f.stats,
+        failed_at=at,
     )
 
 
@@ -427,10 +511,12 @@ RULES: tuple[Rule, ...] = (
     short_run,
     frozen,
     divergence,
+    chance_level,
     spike,
     late_rise,
     rise,
     oscillation,
+    blowup,
     stall,
     above_ceiling,
     decrease,
@@ -459,6 +545,14 @@ def _significance(c: Curve) -> tuple[bool, float]:
     z_drop = f.d / f.se_d if f.se_d > 0 else (math.inf if f.d > 0 else 0.0)
     f.stats["z_drop"] = z_drop if math.isfinite(z_drop) else None
     return f.p_dec < constants.ALPHA or z_drop > constants.Z_PASS, z_drop
+
+
+def _rose_from_first(f: CurveFigures) -> bool:
+    """Whether a 3-point rolling median rose above the first point beyond the noise."""
+    se3 = median_se(f.sigma, min(3, f.n))
+    selection = math.sqrt(2.0 * math.log(max(f.n, 2))) * se3
+    margin = f.tol + constants.Z_BAD * math.hypot(f.sigma, se3) + selection
+    return f.peak - f.first > margin
 
 
 def _oscillation(y: FloatArray) -> tuple[int, float, float] | None:

@@ -34,6 +34,7 @@ from pytest_losstrend.verdict.constants import (
 )
 from pytest_losstrend.verdict.criteria import Criteria
 from pytest_losstrend.verdict.figures import Curve, CurveFigures
+from pytest_losstrend.verdict.reference import Reference
 from pytest_losstrend.verdict.result import Verdict
 from pytest_losstrend.verdict.rules import RULES
 from pytest_losstrend.verdict.stats import FloatArray
@@ -45,8 +46,12 @@ __all__ = [
 
 
 
-def judge(x: FloatArray, crit: Criteria) -> Verdict:
+def judge(x: FloatArray, crit: Criteria, reference: Reference | None = None) -> Verdict:
     """Judge ``x`` (a 1-d float array) against validated criteria ``crit``.
+
+    ``reference`` is the reference level the criteria resolved to (see
+    :func:`pytest_losstrend.verdict.reference.resolve_reference`): a run that does not end
+    clearly below it fails.
 
     Runs the rules of :data:`RULES` in order (see :mod:`pytest_losstrend.verdict.rules`); the
     first verdict wins. The last rule always reaches one.
@@ -55,7 +60,7 @@ def judge(x: FloatArray, crit: Criteria) -> Verdict:
         >>> judge(np.array([2.0, 1.6, 1.3, 1.1, 0.9, 0.8, 0.7, 0.65, 0.6, 0.55]), Criteria()).kind
         'decrease'
     """
-    curve = Curve(x, crit)
+    curve = Curve(x, crit, reference)
     for rule in RULES:
         verdict = rule(curve)
         if verdict is not None:
