@@ -47,3 +47,6 @@ REFERENCE_MARGIN = 0.1
 # A first loss this many times the reference level is a bad initialisation's evidence (weights
 # x100 at init start at 15x to 4,000x it; healthy runs of the new corpus at most 6x).
 FAR_ABOVE_REFERENCE = 10.0
+# A curve that fell this many times from its start (two decades) has its rises judged against
+# the drop achieved as well: a rise must also be ``tolerance`` of that drop in loss units.
+FLOOR_DECADES_RATIO = 100.0

@@ -222,7 +222,13 @@ def _prepare(c: Curve) -> CurveFigures:
     rise_at = None
     # The end sits above the best level beyond tolerance and noise, and the best window ends
     # before the end window starts (else the two levels share points).
-    if rise > rise_margin and t_best + w <= n - k_end:
+    # After a drop of orders of magnitude the floor jitters heavy-tailed (x7 at 1e-4 after a
+    # fall from 1): in log ratio that is a spike, against the drop achieved it is nothing. There
+    # a rise must also be ``tolerance`` of the drop in loss units.
+    floor_jitter = (positive and start - best > math.log(constants.FLOOR_DECADES_RATIO)
+                    and safe_exp(end) - safe_exp(best)
+                    <= crit.tolerance * (safe_exp(start) - safe_exp(best)))
+    if rise > rise_margin and t_best + w <= n - k_end and not floor_jitter:
         # First step after the best window where a short rolling median leaves the best level
         # by more than the tolerance (or a tenth of the whole rise, for steep rises).
         r3 = rolling_median(y, 3)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable
+from statistics import NormalDist
 
 import numpy as np
 
@@ -424,10 +425,22 @@ def stall(c: Curve) -> Verdict | None:
         else f"the second half sits {pct(f.rel_drop(d_half))} below the first "
         f"(start to end: {pct(f.drop)})"
     )
+    after = ""
+    ref = c.reference
+    if ref is not None and ref.value > 0:
+        f.stats["reference"] = ref.value
+        after += (f"; it ends at {f.level(f.end) / ref.value:.2g}x the reference level "
+                  f"{fmt(ref.value)}")
+    if creeping:
+        # A real, small drop: the criterion may be what is wrong (a fine-tune moves little).
+        suggest = math.floor(100 * max(min(f.drop, f.rel_drop(d_half)), 0.0)) / 100
+        if suggest > 0:
+            after += (f"; if a small drop is expected (fine-tuning), set "
+                      f"min_drop={suggest:g} or lower")
     return Verdict(
         "fail",
         f"{what}: {measured}, confidently below min_drop={pct(c.crit.min_drop)} "
-        f"(Mann-Kendall tau={f.tau:.2f}, p={f.p_dec:.2g}, n={n})",
+        f"(Mann-Kendall tau={f.tau:.2f}, p={f.p_dec:.2g}, n={n}){after}",
         kind,
         f.stats,
     )
@@ -486,22 +499,72 @@ def decrease(c: Curve) -> Verdict | None:
 
 
 def noisy(c: Curve) -> Verdict | None:
-    """**Inconclusive**: everything else, with advice on how to get more evidence.
+    """**Inconclusive**: a flat, noisy run, with advice that fits it; an end above the start
+    beyond the noise fails instead.
 
-    Either the downward trend is not significant (Mann-Kendall p ≥ ``ALPHA`` and the start
-    level less than ``Z_PASS`` standard errors above the end), or the drop is below
-    ``min_drop`` but not confidently so. Always applies: the last rule.
+    What is left after every other rule: the downward trend is not significant (Mann-Kendall
+    p ≥ ``ALPHA`` and the start level less than ``Z_PASS`` standard errors above the end), or
+    the drop is below ``min_drop`` but not confidently so. An end level ``Z_BAD`` (3) standard
+    errors above the start is a rise, whatever the trend test says, and fails. The advice
+    names more steps only where they would decide it: the curve points down (Kendall's tau
+    below 0 and a drop) and, at the same strength of trend, a test on about n (z_ALPHA / z)²
+    steps would be significant, 20 times the steps at most; otherwise the run is flat within
+    its noise, and a larger batch, a fixed eval set or a higher learning rate would decide it.
+    Always applies: the last rule.
     """
     f = c.figures
-    if not _significance(c)[0]:
+    significant, z_drop = _significance(c)
+    if f.d < -constants.Z_BAD * f.se_d:
+        return Verdict(
+            "fail",
+            f"ended above its start: loss went from {fmt(f.level(f.start))} to "
+            f"{fmt(f.level(f.end))} ({_change(f)}), {-z_drop:.1f} standard errors above it",
+            "rise",
+            f.stats,
+            failed_at=f.off + f.n - 1,
+        )
+    if not significant:
         why = (f"the downward trend is not significant (p={f.p_dec:.2g} >= {constants.ALPHA}, "
                f"n={f.n})")
     else:
         why = (
-            f"the drop {pct(f.drop)} is below min_drop={pct(c.crit.min_drop)} but within "
+            f"the drop {_change(f)} is below min_drop={pct(c.crit.min_drop)} but within "
             "the noise"
         )
-    return Verdict("inconclusive", f"inconclusive: {why}; {constants.ADVICE}", "noisy", f.stats)
+    return Verdict("inconclusive", f"inconclusive: {why}; {_advice(c)}", "noisy", f.stats)
+
+
+def _change(f: CurveFigures) -> str:
+    """The change from the start level to the end level, as a reader expects it: a percentage
+    on a positive loss, the difference in loss units on one that crosses zero."""
+    if f.positive:
+        return f"drop {pct(f.drop)}" if f.d >= 0 else f"+{f.rise_pct(-f.d)}"
+    change = f.level(f.end) - f.level(f.start)
+    return f"change {change:+.4g}"
+
+
+def _z_of(p: float) -> float:
+    """The one-sided normal z of a p-value (clamped: p of 0 or 1 has no finite z)."""
+    return NormalDist().inv_cdf(min(max(1.0 - p, 1e-12), 1.0 - 1e-12))
+
+
+def _advice(c: Curve) -> str:
+    """What would decide an inconclusive run: more steps only when they would."""
+    f = c.figures
+    n = f.n
+    z = _z_of(f.p_dec)
+    z_alpha = _z_of(constants.ALPHA)
+    if f.tau < 0 and f.d > 0 and z > 0:
+        needed = math.ceil(n * (z_alpha / z) ** 2)
+        if needed <= 20 * n:
+            f.stats["steps_needed"] = needed
+            return (f"record more steps: at this strength of trend about {needed} points would "
+                    f"decide it ({n} now)")
+    noise = (f"{pct(math.expm1(f.sigma))} per point" if f.positive
+             else f"{f.sigma * f.unit_z * f.scale:.3g} per point")
+    return (f"the curve is flat within its noise ({noise}): more steps of the same would not "
+            "decide it; a larger batch (less noise per point), the loss on a fixed eval set, "
+            "or a higher learning rate if the model should be learning, would")
 
 
 RULES: tuple[Rule, ...] = (
