@@ -96,7 +96,8 @@ class CurveFigures:
     def rise_pct(self, r: float) -> str:
         """A judged-scale rise as a percentage, readable even past the float range."""
         if not self.positive:
-            return pct(r)
+            # A percentage of a level near zero means nothing: the rise in loss units.
+            return f"{r * self.unit_z * self.scale:.4g} in loss units"
         if r < 700.0:
             return pct(math.expm1(r))
         return f"{fmt_exp(r + math.log(100.0))}%"

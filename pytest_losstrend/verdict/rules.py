@@ -260,9 +260,9 @@ def chance_level(c: Curve) -> Verdict | None:
 
 
 def blowup(c: Curve) -> Verdict | None:
-    """**a blow-up it never recovered from** (fail): the loss rose above its first level beyond
-    the noise, and ended there or higher.
+    """**a blow-up never recovered from** (fail): above the first level, then ended there.
 
+    The loss rose above its first recorded level beyond the noise and ended there or higher.
     The first recorded point is where training started. The rule applies when a 3-point rolling
     median rose above it by more than ``tolerance`` plus ``Z_BAD`` (3) standard errors plus the
     selection bias of a maximum (sqrt(2 ln n) standard errors of a 3-point median), and the end
@@ -388,7 +388,7 @@ def oscillation(c: Curve) -> Verdict | None:
         "fail",
         f"oscillation: the loss swings {swing} up and down with a period of about "
         f"{period} steps (autocorrelation {rho:.2f}), more than its net drop of "
-        f"{pct(f.drop)}",
+        f"{_amount(f)}",
         "oscillation",
         f.stats,
     )
@@ -419,11 +419,15 @@ def stall(c: Curve) -> Verdict | None:
     creeping = f.p_dec < constants.ALPHA and f.d > 0
     kind = "too_little_drop" if creeping else "stall"
     what = "decreases too little" if creeping else "stalled: no significant downward trend"
+    if by_ends and f.d < 0:
+        what = "no decrease"
     measured = (
-        f"drop {pct(f.drop)} from {fmt(f.level(f.start))} to {fmt(f.level(f.end))}"
+        f"rose {f.rise_pct(-f.d)} from {fmt(f.level(f.start))} to {fmt(f.level(f.end))}"
+        if by_ends and f.d < 0
+        else f"drop {_amount(f)} from {fmt(f.level(f.start))} to {fmt(f.level(f.end))}"
         if by_ends
         else f"the second half sits {pct(f.rel_drop(d_half))} below the first "
-        f"(start to end: {pct(f.drop)})"
+        f"(start to end: {_amount(f)})"
     )
     after = ""
     ref = c.reference
@@ -462,7 +466,7 @@ def above_ceiling(c: Curve) -> Verdict | None:
     return Verdict(
         "fail",
         f"end level {fmt(f.level(f.end))} is above below={fmt(below)} "
-        f"(it fell {pct(f.drop)} from {fmt(f.level(f.start))})",
+        f"(it fell {_amount(f)} from {fmt(f.level(f.start))})",
         "above_ceiling",
         f.stats,
         failed_at=f.off + f.n - 1,
@@ -491,7 +495,7 @@ def decrease(c: Curve) -> Verdict | None:
     )
     return Verdict(
         "pass",
-        f"decreased {pct(f.drop)} from {fmt(f.level(f.start))} to {fmt(f.level(f.end))} "
+        f"decreased {_amount(f)} from {fmt(f.level(f.start))} to {fmt(f.level(f.end))} "
         f"({evidence})",
         "decrease",
         f.stats,
@@ -499,13 +503,14 @@ def decrease(c: Curve) -> Verdict | None:
 
 
 def noisy(c: Curve) -> Verdict | None:
-    """**Inconclusive**: a flat, noisy run, with advice that fits it; an end above the start
-    beyond the noise fails instead.
+    """**Inconclusive**: a flat, noisy run, with advice that fits it (a rise fails instead).
 
     What is left after every other rule: the downward trend is not significant (Mann-Kendall
     p ≥ ``ALPHA`` and the start level less than ``Z_PASS`` standard errors above the end), or
-    the drop is below ``min_drop`` but not confidently so. An end level ``Z_BAD`` (3) standard
-    errors above the start is a rise, whatever the trend test says, and fails. The advice
+    the drop is below ``min_drop`` but not confidently so. A run never gets here when it rose
+    (the rise rules), blew up, sits at its reference level, or ended above its start by more
+    than ``Z_STALL`` standard errors (the stall rule: a drop confidently below any
+    ``min_drop`` >= 0). The advice
     names more steps only where they would decide it: the curve points down (Kendall's tau
     below 0 and a drop) and, at the same strength of trend, a test on about n (z_ALPHA / z)²
     steps would be significant, 20 times the steps at most; otherwise the run is flat within
@@ -513,17 +518,7 @@ def noisy(c: Curve) -> Verdict | None:
     Always applies: the last rule.
     """
     f = c.figures
-    significant, z_drop = _significance(c)
-    if f.d < -constants.Z_BAD * f.se_d:
-        return Verdict(
-            "fail",
-            f"ended above its start: loss went from {fmt(f.level(f.start))} to "
-            f"{fmt(f.level(f.end))} ({_change(f)}), {-z_drop:.1f} standard errors above it",
-            "rise",
-            f.stats,
-            failed_at=f.off + f.n - 1,
-        )
-    if not significant:
+    if not _significance(c)[0]:
         why = (f"the downward trend is not significant (p={f.p_dec:.2g} >= {constants.ALPHA}, "
                f"n={f.n})")
     else:
@@ -532,6 +527,15 @@ def noisy(c: Curve) -> Verdict | None:
             "the noise"
         )
     return Verdict("inconclusive", f"inconclusive: {why}; {_advice(c)}", "noisy", f.stats)
+
+
+def _amount(f: CurveFigures) -> str:
+    """The drop from the start level to the end level: a percentage on a positive loss, an
+    amount in loss units on one that crosses zero (a percentage of a level near zero reads
+    "355%")."""
+    if f.positive:
+        return pct(f.drop)
+    return f"{f.level(f.start) - f.level(f.end):.4g} (in loss units)"
 
 
 def _change(f: CurveFigures) -> str:
