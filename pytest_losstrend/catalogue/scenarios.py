@@ -33,6 +33,7 @@ from pytest_losstrend.capture.recorder import LossTrendStop, Recorder
 from pytest_losstrend.capture.seeding import seed_everything
 from pytest_losstrend.catalogue import scenarios_keras, scenarios_torch
 from pytest_losstrend.verdict.criteria import Criteria
+from pytest_losstrend.verdict.reference import resolve_reference
 from pytest_losstrend.verdict.result import Verdict
 from pytest_losstrend.verdict.trend import judge
 
@@ -78,6 +79,11 @@ class Scenario:
         self.train(lt, bad)
 
 
+
+#: The entropy of the digits data set's label frequencies (``reference_level("cross_entropy",
+#: y)`` = 2.30248: 10 classes of 174 to 183 images), the reference level of the scenarios that
+#: train on it.
+DIGITS_REFERENCE = 2.302
 
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
@@ -236,6 +242,16 @@ SCENARIOS: tuple[Scenario, ...] = (
         scenarios_torch.frozen_weights,
     ),
     Scenario(
+        "shuffled_labels", "chance_level", "torch", {"reference": DIGITS_REFERENCE},
+        "A digits MLP whose labels were permuted on their own, apart from the images: no input "
+        "says anything about its label, so the best the model can do is predict the label "
+        "frequencies, whose loss is their entropy, 2.302 (reference=2.302, the level the "
+        "test sets). The loss falls from a random initialisation's to that reference and stays "
+        "there; the parameters train normally, so nothing but the level says what is wrong.",
+        "Shuffle the inputs and the labels together (one permutation for both).",
+        scenarios_torch.shuffled_labels,
+    ),
+    Scenario(
         "keras_lr_too_high", "lr_too_high", "keras", {},
         "The TensorFlow write-up: Keras linear regression on x in [0, 10] with SGD "
         "learning_rate=1.0, trained with model.fit in batches of 10: past the stability "
@@ -334,8 +350,9 @@ def execute(scenario: Scenario, *, bad: bool, seed: int, fail_fast: bool = True)
         verdict = replace(stop.verdict, diagnoses=())
         crit = crit.merged(series=stop.series)
     else:
-        verdict = judge(lt.array(crit.series), crit) if crit.series in lt.series_names else (
-            lt.check())
+        # A reference the scenario's criteria set (a number) applies, as in check().
+        verdict = judge(lt.array(crit.series), crit, resolve_reference(crit.reference, None)) if (
+            crit.series in lt.series_names) else lt.check()
     if verdict.status == "fail" and lt.evidence is not None and lt.evidence.sharpness is None:
         with warnings.catch_warnings():
             # The loss on the watched batch repeats the run's own warnings (a broadcast):
@@ -359,4 +376,4 @@ def run_scenario(
     return execute(scenario, bad=bad, seed=seed).diagnosed(use_evidence=use_evidence)
 
 
-__all__ = ["SCENARIOS", "Scenario", "ScenarioRun", "execute", "run_scenario"]
+__all__ = ["DIGITS_REFERENCE", "SCENARIOS", "Scenario", "ScenarioRun", "execute", "run_scenario"]

@@ -347,3 +347,16 @@ def frozen_weights(lt: Recorder, bad: bool) -> None:
                 p.requires_grad_(False)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     _loop(lt, model, opt, torch.nn.functional.cross_entropy, (x, y), steps=120, batch_size=32)
+
+
+def shuffled_labels(lt: Recorder, bad: bool) -> None:
+    import torch
+
+    xs, ys = digits()
+    if bad:
+        # The bug: the labels permuted on their own, so no input says anything about its label.
+        ys = np.random.permutation(ys)
+    x, y = _t(xs), _t(ys, torch.long)
+    model = _mlp([64, 32, 10], torch.nn.ReLU)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    _loop(lt, model, opt, torch.nn.functional.cross_entropy, (x, y), steps=120, batch_size=32)

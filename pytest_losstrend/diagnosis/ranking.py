@@ -6,7 +6,15 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from pytest_losstrend.diagnosis.context import DiagnosisContext
-from pytest_losstrend.diagnosis.signals import chance, fmt_g, unscaled
+from pytest_losstrend.diagnosis.signals import (
+    chance,
+    far_above_reference,
+    first_level,
+    fmt_g,
+    fmt_level,
+    reference_of,
+    unscaled,
+)
 from pytest_losstrend.verdict.result import Diagnosis, Verdict
 
 #: A passing test whose first loss is above this multiple of the chance level ln(C) is
@@ -36,16 +44,27 @@ def with_diagnoses(verdict: Verdict, diagnoses: Iterable[Diagnosis]) -> Verdict:
 
 
 def passing_warnings(ctx: DiagnosisContext) -> list[str]:
-    """Things worth knowing about a passing test; they never fail it."""
+    """Things worth knowing about a passing test; they never fail it.
+
+    A first loss 10x the chance level ln(C) ``watch`` saw, or ``FAR_ABOVE_REFERENCE`` (10)
+    times the reference level the verdict knows, is a bad initialisation the run recovered
+    from; half-dead layers, unscaled inputs, parameters outside the optimizer and broadcast
+    shapes are noted as they are.
+    """
     ev = ctx.evidence
     out: list[str] = []
+    level = chance(ev) if ev is not None else None
+    first_loss = ev.first_loss if ev is not None else None
+    ref = reference_of(ctx.verdict)
+    first = first_level(ctx.verdict, ctx.losses)
+    if level is not None and first_loss is not None and first_loss > WARN_INIT_FACTOR * level:
+        out.append(f"bad_init: the first loss {fmt_g(first_loss)} is "
+                   f"{first_loss / level:.3g}x the chance level ln(C) = {fmt_g(level)}")
+    elif far_above_reference(first, ref) and first is not None and ref is not None:
+        out.append(f"bad_init: the first loss {fmt_level(first)} is {first / ref:.3g}x the "
+                   f"reference level {fmt_level(ref)} (the loss of the best constant predictor)")
     if ev is None:
         return out
-    level = chance(ev)
-    if level is not None and ev.first_loss is not None and (
-            ev.first_loss > WARN_INIT_FACTOR * level):
-        out.append(f"bad_init: the first loss {fmt_g(ev.first_loss)} is "
-                   f"{ev.first_loss / level:.3g}x the chance level ln(C) = {fmt_g(level)}")
     half_dead = {k: v for k, v in ev.dead_fraction.items() if v >= WARN_DEAD_FRACTION}
     for name, frac in half_dead.items():
         out.append(f"dead_units: {100 * frac:.0f}% of the units after {name} never fire")

@@ -18,16 +18,21 @@ The order, ``BUILTIN_RULES``: first the root causes only ``watch`` can see
     with zero gradients (``no_learning``);
  4. ``rule_unscaled_features``: inputs on very different scales (``unscaled_features``);
  5. ``rule_dead_units``: ReLUs that never fire (``dead_units``);
- 6. ``rule_tiny_updates``: weights that barely move (``lr_too_low``);
+ 6. ``rule_tiny_updates``: weights that barely move, or an lr far below the measured
+    stability limit (``lr_too_low``);
  7. ``rule_exploding_gradients``: a gradient norm huge at the start or growing
     (``exploding_gradients``);
- 8. ``rule_bad_init``: a first loss far above chance (``bad_init``);
- 9. ``rule_stability``: a learning rate past the stability limit (``lr_too_high``);
+ 8. ``rule_bad_init``: a first loss far above chance, or 10x the reference level
+    (``bad_init``);
+ 9. ``rule_stability``: a learning rate past the stability limit, a blow-up
+    (``lr_too_high``);
 10. ``rule_non_finite``: a NaN nothing explains better (``non_finite``);
 11. ``rule_overfitting``: eval climbing while train falls (``overfitting``);
 12. ``rule_unshuffled``: batches in the same order every epoch (``unshuffled_batches``);
 13. ``rule_oscillation``: a periodic swing larger than the drop (``oscillation``);
-14. ``rule_plateau``: a frozen, flat or creeping curve (``no_learning``, ``lr_too_low``,
+14. ``rule_chance_level``: a run that ended at the reference level with no root found above
+    it (``chance_level``; ``no_learning`` when the loss never moved at all);
+15. ``rule_plateau``: a frozen, flat or creeping curve (``no_learning``, ``lr_too_low``,
     ``plateau``), the lowest-ranked guess.
 
 The order decides nothing but ties: :func:`~pytest_losstrend.diagnosis.ranking.rank` keeps one
@@ -38,6 +43,7 @@ from __future__ import annotations
 
 from pytest_losstrend.diagnosis.context import DiagnosisContext, Rule
 from pytest_losstrend.diagnosis.curve_rules import (
+    rule_chance_level,
     rule_non_finite,
     rule_oscillation,
     rule_overfitting,
@@ -73,6 +79,7 @@ CAUSES = (
     "overfitting",
     "plateau",
     "oscillation",
+    "chance_level",
 )
 
 #: Every built-in rule, in the order it runs (see the module docstring).
@@ -92,6 +99,7 @@ BUILTIN_RULES: tuple[Rule, ...] = (
     rule_overfitting,
     rule_unshuffled,
     rule_oscillation,
+    rule_chance_level,
     rule_plateau,
 )
 

@@ -9,10 +9,13 @@ lives once, with the constants it compares against. The constants come from the 
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 
 from pytest_losstrend.diagnosis.evidence import Evidence
+from pytest_losstrend.verdict import constants
+from pytest_losstrend.verdict.result import Verdict
 from pytest_losstrend.verdict.stats import FloatArray
 
 #: A feature std ratio (largest over smallest) above this is features on different scales.
@@ -26,9 +29,20 @@ UNSCALED_COND_GAIN = 100.0
 UNSCALED_COND = 1e4
 
 
+#: The phrase the verdict's ``chance_level`` rule puts in its reason when the run rose above its
+#: first level beyond the noise before it ended at the reference (see :func:`blew_up`).
+BLEW_UP_MARK = "; it blew up to"
+#: A typical update/weight ratio at or above this a step is weights that do move (healthy
+#: training sits near 1e-3): no ``lr_too_low`` from the ratio or from the lr against the
+#: stability limit, no ``no_learning`` from a curve with no trend.
+HEALTHY_UPDATE = 1e-4
+#: Nice values a suggested ``min_drop`` is rounded down to.
+NICE_DROPS = (0.5, 0.3, 0.2, 0.1, 0.05, 0.03, 0.02, 0.01, 0.005, 0.002, 0.001)
+
+
 def fmt_g(v: float) -> str:
     """A figure in an evidence or fix line: three significant digits."""
-    return f"{v:.3g}"
+    return f"{v + 0.0:.3g}"  # + 0.0: -0.0 reads "0"
 
 
 def adaptive(ev: Evidence | None) -> bool:
@@ -111,16 +125,152 @@ def chance(ev: Evidence) -> float | None:
     return math.log(c)
 
 
+def blew_up(verdict: Verdict) -> bool:
+    """Whether the judged run rose above its first level beyond the noise before it ended no
+    lower: the ``blowup`` kind always, a ``chance_level`` verdict when its reason says so.
+
+    The verdict decides it (its ``_rose_from_first`` test, with the run's own ``tolerance``,
+    which the diagnosis does not see); a ``blew_up`` stat, when the verdict carries one, is
+    read first, else the phrase :data:`BLEW_UP_MARK` of the reason.
+    """
+    if verdict.kind == "blowup":
+        return True
+    if verdict.kind != "chance_level":
+        return False
+    flag = verdict.stats.get("blew_up")
+    if isinstance(flag, bool):
+        return flag
+    return BLEW_UP_MARK in verdict.reason
+
+
+def first_level(verdict: Verdict, losses: FloatArray) -> float | None:
+    """The first recorded level after warmup: the verdict's ``first`` stat, else the first
+    point after ``warmup`` of the judged series, when finite."""
+    first = verdict.stats.get("first")
+    if isinstance(first, (int, float)) and math.isfinite(first):
+        return float(first)
+    warmup = int(verdict.stats.get("warmup") or 0)
+    if len(losses) > warmup and math.isfinite(float(losses[warmup])):
+        return float(losses[warmup])
+    return None
+
+
+def reference_of(verdict: Verdict) -> float | None:
+    """The reference level the verdict was judged against (the loss of the best constant
+    predictor), when known and positive."""
+    ref = verdict.stats.get("reference")
+    if isinstance(ref, (int, float)) and math.isfinite(ref) and ref > 0:
+        return float(ref)
+    return None
+
+
+def min_drop_of(verdict: Verdict) -> float | None:
+    """The ``min_drop`` the verdict held the run to: its ``min_drop`` stat when it carries one,
+    else the ``min_drop=P%`` its stall reason states; None when neither says."""
+    value = verdict.stats.get("min_drop")
+    if isinstance(value, (int, float)):
+        return float(value)
+    found = re.search(r"min_drop=([0-9.]+(?:e[-+]?\d+)?)%", verdict.reason)
+    return float(found.group(1)) / 100.0 if found else None
+
+
+def log_scale(verdict: Verdict) -> bool:
+    """Whether the verdict judged the curve on log-loss (every point positive); a curve that
+    is negative or crosses zero is judged on a linear scale, where ratios mean nothing."""
+    return verdict.stats.get("log_scale", True) is not False
+
+
+def fmt_level(v: float) -> str:
+    """A loss level, as the verdict's reason writes it (four significant digits)."""
+    return f"{v + 0.0:.4g}"
+
+
+def level_change(verdict: Verdict) -> str:
+    """The change from the start level to the end level, a verb phrase that reads right on
+    either scale: "fell 6.3%, from 2.3 to 2.156" on log-loss, "fell by 0.078, from -0.99 to
+    -1.068" (the absolute change, no percentage) for a curve that is negative or crosses
+    zero; "rose" when the end is higher."""
+    st = verdict.stats
+    start, end = st.get("start"), st.get("end")
+    if not isinstance(start, (int, float)) or not isinstance(end, (int, float)):
+        return "changed as the verdict says"
+    word = "fell" if end <= start else "rose"
+    if log_scale(verdict) and start > 0 and end > 0:
+        return (f"{word} {100 * abs(1.0 - end / start):.3g}%, from {fmt_level(start)} to "
+                f"{fmt_level(end)}")
+    return (f"{word} by {fmt_g(abs(start - end))}, from {fmt_level(start)} to "
+            f"{fmt_level(end)}")
+
+
+def nice_min_drop(drop: float) -> float | None:
+    """A ``min_drop`` a run that achieved ``drop`` passes with a margin for the seed's noise:
+    the largest of :data:`NICE_DROPS` at or below 0.8 of it; None for no drop."""
+    return next((v for v in NICE_DROPS if v <= 0.8 * drop), None) if drop > 0 else None
+
+
+def lr_below_limit(ev: Evidence | None, lr: float | None) -> float | None:
+    """How many times the learning rate sits below the stability limit 2/lambda_max measured
+    on a fixed batch (SGD only: an adaptive optimizer's step does not scale with its lr that
+    way); None when either is unknown."""
+    if ev is None or not lr or adaptive(ev):
+        return None
+    lam = sharpness(ev)
+    return (2.0 / lam) / lr if lam is not None else None
+
+
+def grad_growth(ev: Evidence | None) -> tuple[float, float] | None:
+    """The first and the largest gradient norm watched (a NaN counts as infinite), when the
+    first is positive."""
+    if ev is None or not ev.grad_norm or not ev.grad_norm[0] > 0:
+        return None
+    peak = max((g if not math.isnan(g) else math.inf) for g in ev.grad_norm)
+    return ev.grad_norm[0], peak
+
+
+def symptom(verdict: Verdict) -> str | None:
+    """What the curve shows, for a root cause's evidence to name as its symptom: a plateau
+    (a stall, too little drop) or an end at the reference level; None for other kinds."""
+    st = verdict.stats
+    if verdict.kind in ("stall", "too_little_drop"):
+        return f"the loss plateaued (it {level_change(verdict)})"
+    ref, end = reference_of(verdict), st.get("end")
+    if verdict.kind == "chance_level" and ref is not None and isinstance(end, (int, float)):
+        return (f"the loss ended at {fmt_level(end)}, {end / ref:.3g}x the reference level "
+                f"{fmt_level(ref)} (the loss of the best constant predictor)")
+    return None
+
+
+def far_above_reference(first: float | None, ref: float | None) -> bool:
+    """Whether a first loss is ``FAR_ABOVE_REFERENCE`` (10) times the reference level or more."""
+    return first is not None and ref is not None and first >= (
+        constants.FAR_ABOVE_REFERENCE * ref)
+
+
 __all__ = [
+    "BLEW_UP_MARK",
+    "HEALTHY_UPDATE",
+    "NICE_DROPS",
     "UNSCALED_COND",
     "UNSCALED_COND_GAIN",
     "UNSCALED_MAX_ABS",
     "UNSCALED_STD_RATIO",
     "adaptive",
+    "blew_up",
     "chance",
+    "far_above_reference",
+    "first_level",
     "fmt_g",
+    "fmt_level",
+    "grad_growth",
     "growth",
+    "level_change",
+    "log_scale",
+    "lr_below_limit",
+    "min_drop_of",
+    "nice_min_drop",
+    "reference_of",
     "sharpness",
+    "symptom",
     "typical_update",
     "unscaled",
 ]

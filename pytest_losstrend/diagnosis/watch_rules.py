@@ -2,9 +2,13 @@
 
 One small rule per cause, each reading :attr:`DiagnosisContext.evidence` (and, for a shape
 mismatch, the test's warnings). Most of them speak only when the verdict's kind fits the cause:
-a run that *blows up* (``BLOWING_UP``) or one that *stalls* (``STALLING``). They run before the
-curve rules, in the order ``pytest_losstrend.diagnosis.rules.BUILTIN_RULES`` states; a root cause
-they find outranks the symptom a curve rule names by its confidence, not by its place.
+a run that *blows up* (``BLOWING_UP``) or one that *stalls* (``STALLING``, which includes a run
+that ends no better than the best constant predictor, ``chance_level``, and a short run that did
+not decrease). A run that blew up and then ended at the reference is a blow-up first: the causes
+of a stall (frozen or unchanged parameters, dead units) are then its consequences, and step down.
+They run before the curve rules, in the order ``pytest_losstrend.diagnosis.rules.BUILTIN_RULES``
+states; a root cause they find outranks the symptom a curve rule names by its confidence, not by
+its place.
 
 Calibration: the constants were set on the scenarios of ``pytest_losstrend.catalogue.scenarios``
 (each fault next to its healthy twin, 10 seeds, ``benchmarks/diagnosis_accuracy.py``) and are
@@ -18,13 +22,28 @@ import math
 
 from pytest_losstrend.diagnosis.context import DiagnosisContext
 from pytest_losstrend.diagnosis.evidence import Evidence
-from pytest_losstrend.diagnosis.signals import chance, fmt_g, typical_update, unscaled
+from pytest_losstrend.diagnosis.signals import (
+    HEALTHY_UPDATE,
+    blew_up,
+    chance,
+    far_above_reference,
+    first_level,
+    fmt_g,
+    fmt_level,
+    lr_below_limit,
+    reference_of,
+    sharpness,
+    symptom,
+    typical_update,
+    unscaled,
+)
 from pytest_losstrend.verdict.result import Diagnosis
 
 #: Verdict kinds of a run that blows up: the causes that make a loss explode may speak.
-BLOWING_UP = ("divergence", "non_finite", "spike", "oscillation", "rise")
+BLOWING_UP = ("divergence", "non_finite", "spike", "oscillation", "rise", "blowup")
 #: Verdict kinds of a run that stalls or creeps: the causes that keep a loss up may speak.
-STALLING = ("stall", "too_little_drop", "frozen", "noisy", "late_rise", "above_ceiling")
+STALLING = ("stall", "too_little_drop", "frozen", "noisy", "late_rise", "above_ceiling",
+            "chance_level", "short_run")
 
 #: An activation layer with at least this fraction of zero outputs is dead (ReLUs that never
 #: fire); the passing warnings note half-dead layers from 0.5.
@@ -32,6 +51,21 @@ DEAD_FRACTION = 0.7
 #: A median update/weight ratio below this per step is a learning rate too low to move the
 #: weights (healthy training sits near 1e-3).
 TINY_UPDATE = 1e-5
+#: An SGD learning rate this many times below the stability limit 2/lambda_max measured on a
+#: fixed batch is too low: a step moves the loss along the sharpest direction by less than 2%
+#: of what it could (healthy runs sit within 10x of the limit).
+FAR_BELOW_LIMIT = 100.0
+#: Adam, RMSprop and Adagrad move each weight by about ``lr`` a step at most (a few times it at
+#: worst), whatever the gradient's scale: an lr times the steps below this cannot change weights
+#: of the usual sizes (0.01-1) by more than a few percent. Healthy runs of
+#: ``benchmarks/corpus_new`` reach 6e-3 or more (fine-tuning at lr 1e-4 for 64 steps).
+ADAPTIVE_REACH = 1e-3
+#: Optimizers whose step is bounded by the learning rate (lower-case name prefixes); Adadelta's
+#: lr multiplies a unit-corrected step and is not among them.
+LR_BOUNDED_STEP = ("adam", "rmsprop", "adagrad")
+#: Confidence of a stall's cause (held-out or unchanged parameters, dead units) on a run that
+#: blew up first: then they are more likely the blow-up's consequence than its root.
+AFTER_BLOWUP = 0.6
 #: A gradient norm whose peak is this many times its first value has exploded.
 EXPLODING_GRAD_RATIO = 70.0
 #: A first gradient this many times the weights (|g|/|w|): the write-up regressions sit at 1-10,
@@ -49,6 +83,12 @@ def _dead(ev: Evidence) -> dict[str, float]:
 def _held_out(ev: Evidence) -> bool:
     """Whether parameters are kept out of training (not in the optimizer, or frozen)."""
     return bool(ev.not_in_optimizer or ev.frozen)
+
+
+def _with_symptom(ctx: DiagnosisContext, evidence: str) -> str:
+    """``evidence`` followed by what the curve shows (a plateau, an end at the reference)."""
+    shown = symptom(ctx.verdict)
+    return f"{evidence}; {shown}" if shown else evidence
 
 
 def rule_shape_mismatch(ctx: DiagnosisContext) -> list[Diagnosis]:
@@ -99,8 +139,12 @@ def rule_params_cannot_learn(ctx: DiagnosisContext) -> list[Diagnosis]:
     gradient at every sample. Parameters *held out* of training (not in the optimizer, or
     frozen) are a root cause; parameters that merely did not move are one only when nothing
     explains it better (no layer is dead, see ``DEAD_FRACTION``) and at least half of the
-    watched parameters are stuck. Speaks on a stalling or frozen curve, or on an oscillating
-    one when parameters are held out (a few free parameters swinging around the held ones).
+    watched parameters are stuck. Speaks on a stalling or frozen curve (a plateau, an end at
+    the reference level, a short run that did not fall), or on an oscillating one when
+    parameters are held out (a few free parameters swinging around the held ones). On a run
+    that blew up first (:func:`~pytest_losstrend.diagnosis.signals.blew_up`) the blow-up is the
+    likelier root, so the confidence is ``AFTER_BLOWUP`` (0.6). The evidence ends with the
+    symptom the curve shows.
     """
     ev = ctx.evidence
     if ev is None:
@@ -130,7 +174,11 @@ def rule_params_cannot_learn(ctx: DiagnosisContext) -> list[Diagnosis]:
     fix = ("give every parameter to the optimizer (optimizer = SGD(model.parameters(), "
            "...)), set requires_grad=True / trainable=True on the weights meant to learn, "
            "and check that the loss is not computed from detached tensors")
-    return [Diagnosis("no_learning", 0.9, "; ".join(parts), fix)]
+    conf = 0.9
+    if blew_up(ctx.verdict):
+        conf = AFTER_BLOWUP
+        parts.append("after the loss blew up")
+    return [Diagnosis("no_learning", conf, _with_symptom(ctx, "; ".join(parts)), fix)]
 
 
 def rule_unscaled_features(ctx: DiagnosisContext) -> list[Diagnosis]:
@@ -139,13 +187,14 @@ def rule_unscaled_features(ctx: DiagnosisContext) -> list[Diagnosis]:
     Algorithm: the statistics of the first batch of inputs fail
     :func:`~pytest_losstrend.diagnosis.signals.unscaled` (a feature std ratio above 100, a
     magnitude above 1e3, or a Gram condition number above 1e4 that standardising improves more
-    than 100x) and the curve blows up or stalls. The evidence gives the std range, the ratio,
-    max |x| and, when measured, both condition numbers.
+    than 100x) and the curve blows up (a run that blew up before it ended at the reference
+    counts) or stalls. The evidence gives the std range, the ratio, max |x| and, when
+    measured, both condition numbers.
     """
     ev = ctx.evidence
     if ev is None:
         return []
-    blowing_up = ctx.verdict.kind in BLOWING_UP
+    blowing_up = ctx.verdict.kind in BLOWING_UP or blew_up(ctx.verdict)
     stalling = ctx.verdict.kind in STALLING
     stats = ev.input_stats
     if not (unscaled(stats) and (blowing_up or stalling)):
@@ -171,51 +220,83 @@ def rule_dead_units(ctx: DiagnosisContext) -> list[Diagnosis]:
     """Dead ReLUs: ``dead_units`` (confidence 0.92, or 0.8 when parameters are held out).
 
     Algorithm: an activation layer with at least ``DEAD_FRACTION`` (0.7) of its outputs zero on
-    every sampled batch, on a stalling or rising curve; the deadest layer is the evidence.
-    Held-out parameters explain a stall too, so they lower the confidence below
-    ``no_learning``'s 0.9.
+    every sampled batch, on a stalling, rising or blown-up curve; the deadest layer is the
+    evidence. Held-out parameters explain a stall too, so they lower the confidence below
+    ``no_learning``'s 0.9; a blow-up kills ReLUs, so after one the confidence is
+    ``AFTER_BLOWUP`` (0.6), below the learning rate that blew it up.
     """
     ev = ctx.evidence
     if ev is None:
         return []
     dead = _dead(ev)
     kind = ctx.verdict.kind
-    if not (dead and (kind in STALLING or kind in ("rise",))):
+    if not (dead and (kind in STALLING or kind in ("rise", "blowup"))):
         return []
     name, frac = max(dead.items(), key=lambda kv: kv[1])
+    what = f"{100 * frac:.0f}% of the units after {name} output zero on every sample"
+    conf = 0.92 if not _held_out(ev) else 0.8
+    if blew_up(ctx.verdict):
+        conf, what = AFTER_BLOWUP, what + ", after the loss blew up"
     return [Diagnosis(
-        "dead_units", 0.92 if not _held_out(ev) else 0.8,
-        f"{100 * frac:.0f}% of the units after {name} output zero on every sample",
+        "dead_units", conf, what,
         "use a default (He/Glorot) initialisation with zero or positive biases, a lower "
         "learning rate, or LeakyReLU",
     )]
 
 
 def rule_tiny_updates(ctx: DiagnosisContext) -> list[Diagnosis]:
-    """Weights that barely move: ``lr_too_low`` (confidence 0.8).
+    """A learning rate too low to move the weights: ``lr_too_low`` (confidence 0.8).
 
-    Algorithm: on a stalling curve, the typical update/weight ratio
-    (:func:`~pytest_losstrend.diagnosis.signals.typical_update`: the largest per-tensor
-    median, biases and the first step left out) is below ``TINY_UPDATE`` (1e-5 a step), and
-    neither held-out parameters nor dead units explain the stall. The fix multiplies the
-    watched lr by 30 (about the middle of 10-100x on a log scale).
+    Algorithm: on a stalling curve that did not blow up first, with neither held-out
+    parameters nor dead units to explain the stall, either of:
+
+    - the typical update/weight ratio
+      (:func:`~pytest_losstrend.diagnosis.signals.typical_update`: the largest per-tensor
+      median, biases and the first step left out) is below ``TINY_UPDATE`` (1e-5 a step); the
+      fix multiplies the watched lr by 30 (about the middle of 10-100x on a log scale);
+    - an SGD learning rate ``FAR_BELOW_LIMIT`` (100) times or more below the stability limit
+      2/lambda_max measured on a fixed batch, with no sign that the weights move anyway (a
+      typical update/weight ratio of ``HEALTHY_UPDATE``, 1e-4, or more) and no watcher note
+      naming another cause (a flat loss surface, such as softmax fed to a logits loss, makes
+      the limit huge); the fix is lr = 1/lambda_max, half the limit;
+    - an optimizer whose step is bounded by its lr (``LR_BOUNDED_STEP``: Adam, RMSprop,
+      Adagrad) with lr times the optimizer steps (the recorded points when unknown) below
+      ``ADAPTIVE_REACH`` (1e-3): no weight can have moved more than that over the run.
+
+    The evidence ends with the symptom the curve shows (a plateau, an end at the reference).
     """
     ev = ctx.evidence
     if ev is None:
         return []
-    typical = typical_update(ev)
     stalling = ctx.verdict.kind in STALLING
-    if not (typical is not None and stalling and typical < TINY_UPDATE
-            and not _held_out(ev) and not _dead(ev)):
+    if not stalling or _held_out(ev) or _dead(ev) or blew_up(ctx.verdict):
         return []
+    typical = typical_update(ev)
     lr = ctx.lr
-    return [Diagnosis(
-        "lr_too_low", 0.8,
-        f"the update/weight ratio is {fmt_g(typical)} a step (healthy is about 1e-3)"
-        + (f" at lr = {fmt_g(lr)}" if lr else ""),
-        f"raise the learning rate 10-100x (lr = {fmt_g(lr * 30)})" if lr
-        else "raise the learning rate 10-100x",
-    )]
+    below = lr_below_limit(ev, lr)
+    lam = sharpness(ev)
+    if typical is not None and typical < TINY_UPDATE:
+        what = (f"the update/weight ratio is {fmt_g(typical)} a step (healthy is about 1e-3)"
+                + (f" at lr = {fmt_g(lr)}" if lr else ""))
+        fix = (f"raise the learning rate 10-100x (lr = {fmt_g(lr * 30)})" if lr
+               else "raise the learning rate 10-100x")
+    elif (below is not None and below >= FAR_BELOW_LIMIT and lr and lam is not None
+          and not (typical is not None and typical >= HEALTHY_UPDATE) and not ev.notes):
+        what = (f"lr = {fmt_g(lr)} is {below:.3g}x below the stability limit 2/lambda_max = "
+                f"{fmt_g(2.0 / lam)} measured on a fixed batch")
+        fix = (f"raise the learning rate toward the limit: lr = {fmt_g(1.0 / lam)} "
+               "(1/lambda_max, half the stability limit 2/lambda_max)")
+    elif lr and (ev.optimizer or "").lower().startswith(LR_BOUNDED_STEP) and (
+            lr * (ev.optimizer_steps or len(ctx.losses)) < ADAPTIVE_REACH):
+        steps = ev.optimizer_steps or len(ctx.losses)
+        what = (f"{ev.optimizer} moves each weight by about lr = {fmt_g(lr)} a step at most: "
+                f"{fmt_g(lr * steps)} over {steps} steps, too little to change weights of the "
+                "usual sizes (0.01-1)")
+        fix = (f"raise the learning rate: {ev.optimizer}'s usual range is 1e-4 to 1e-2 "
+               "(1e-3 is its default)")
+    else:
+        return []
+    return [Diagnosis("lr_too_low", 0.8, _with_symptom(ctx, what), fix)]
 
 
 def rule_exploding_gradients(ctx: DiagnosisContext) -> list[Diagnosis]:
@@ -260,34 +341,53 @@ def rule_exploding_gradients(ctx: DiagnosisContext) -> list[Diagnosis]:
 
 
 def rule_bad_init(ctx: DiagnosisContext) -> list[Diagnosis]:
-    """A first loss far above chance: ``bad_init`` (confidence 0.75 stalling, else 0.5).
+    """A first loss far above where a sane initialisation starts: ``bad_init`` (confidence
+    0.75 stalling, else 0.5).
 
-    Algorithm: for a C-class cross-entropy classifier, the first loss above
-    ``BAD_INIT_FACTOR`` (2) times the chance level ln(C), the loss of a uniform prediction a
-    sane initialisation starts near. Whatever the verdict; a stall makes it likelier the root.
+    Algorithm, whatever the verdict (a stall makes it likelier the root), either of:
+
+    - for a C-class cross-entropy classifier ``watch`` saw, the first loss above
+      ``BAD_INIT_FACTOR`` (2) times the chance level ln(C), the loss of a uniform prediction;
+    - the first level (after warmup) at least ``FAR_ABOVE_REFERENCE`` (10) times the
+      reference level the verdict was judged against, the loss of the best constant predictor
+      (weights x100 at init start at 15x to 4,000x it; healthy runs at most 6x). Needs no
+      ``watch``: the reference is the verdict's.
     """
     ev = ctx.evidence
-    if ev is None:
-        return []
-    level = chance(ev)
-    first_loss = ev.first_loss
-    if level is None or first_loss is None or not first_loss > BAD_INIT_FACTOR * level:
+    conf = 0.75 if ctx.verdict.kind in STALLING else 0.5
+    fix = ("use the default (He/Glorot) initialisation, scale the last layer down "
+           "(or zero it), and standardise the inputs")
+    level = chance(ev) if ev is not None else None
+    first_loss = ev.first_loss if ev is not None else None
+    if level is not None and first_loss is not None and first_loss > BAD_INIT_FACTOR * level:
+        return [Diagnosis(
+            "bad_init", conf,
+            f"the first loss {fmt_g(first_loss)} is {first_loss / level:.3g}x the chance "
+            f"level ln({ev.output_features if ev is not None else '?'}) = {fmt_g(level)}",
+            fix,
+        )]
+    ref = reference_of(ctx.verdict)
+    first = first_level(ctx.verdict, ctx.losses)
+    if not far_above_reference(first, ref) or first is None or ref is None:
         return []
     return [Diagnosis(
-        "bad_init", 0.75 if ctx.verdict.kind in STALLING else 0.5,
-        f"the first loss {fmt_g(first_loss)} is {first_loss / level:.3g}x the chance "
-        f"level ln({ev.output_features}) = {fmt_g(level)}",
-        "use the default (He/Glorot) initialisation, scale the last layer down "
-        "(or zero it), and standardise the inputs",
+        "bad_init", conf,
+        f"first loss {fmt_level(first)} is {first / ref:.3g}x the reference {fmt_level(ref)} "
+        "(the loss of the best constant predictor, which a sane initialisation starts near)",
+        fix,
     )]
 
 
 __all__ = [
+    "ADAPTIVE_REACH",
+    "AFTER_BLOWUP",
     "BAD_INIT_FACTOR",
     "BLOWING_UP",
     "DEAD_FRACTION",
     "EXPLODING_GRAD_AT_INIT",
     "EXPLODING_GRAD_RATIO",
+    "FAR_BELOW_LIMIT",
+    "LR_BOUNDED_STEP",
     "STALLING",
     "TINY_UPDATE",
     "rule_bad_init",
