@@ -20,7 +20,7 @@ from pytest_losstrend.diagnosis.context import context_for
 from pytest_losstrend.diagnosis.evidence import Evidence
 from pytest_losstrend.diagnosis.ranking import passing_warnings, rank
 from pytest_losstrend.diagnosis.rules import CAUSES, builtin_diagnoses
-from pytest_losstrend.diagnosis.signals import BLEW_UP_MARK, level_change, nice_min_drop
+from pytest_losstrend.diagnosis.signals import level_change, nice_min_drop
 from pytest_losstrend.verdict.result import Diagnosis, Verdict
 from pytest_losstrend.verdict.stats import FloatArray
 
@@ -100,7 +100,7 @@ def test_a_run_at_the_reference_with_nothing_else_is_chance_level() -> None:
 
 def test_a_blow_up_before_the_reference_is_lr_too_high() -> None:
     run = _judge(_blew_up_to_reference(), reference=LN10)
-    assert run.verdict.kind == "chance_level" and BLEW_UP_MARK in run.verdict.reason
+    assert run.verdict.kind == "chance_level" and run.verdict.stats["blew_up"] is True
     ranked = run.ranked()
     top = ranked[0]
     assert top.cause == "lr_too_high"

@@ -9,7 +9,6 @@ lives once, with the constants it compares against. The constants come from the 
 from __future__ import annotations
 
 import math
-import re
 
 import numpy as np
 
@@ -29,9 +28,6 @@ UNSCALED_COND_GAIN = 100.0
 UNSCALED_COND = 1e4
 
 
-#: The phrase the verdict's ``chance_level`` rule puts in its reason when the run rose above its
-#: first level beyond the noise before it ended at the reference (see :func:`blew_up`).
-BLEW_UP_MARK = "; it blew up to"
 #: A typical update/weight ratio at or above this a step is weights that do move (healthy
 #: training sits near 1e-3): no ``lr_too_low`` from the ratio or from the lr against the
 #: stability limit, no ``no_learning`` from a curve with no trend.
@@ -127,20 +123,11 @@ def chance(ev: Evidence) -> float | None:
 
 def blew_up(verdict: Verdict) -> bool:
     """Whether the judged run rose above its first level beyond the noise before it ended no
-    lower: the ``blowup`` kind always, a ``chance_level`` verdict when its reason says so.
-
-    The verdict decides it (its ``_rose_from_first`` test, with the run's own ``tolerance``,
-    which the diagnosis does not see); a ``blew_up`` stat, when the verdict carries one, is
-    read first, else the phrase :data:`BLEW_UP_MARK` of the reason.
-    """
+    lower: the ``blowup`` kind always, a ``chance_level`` verdict when its ``blew_up`` stat
+    says so (the verdict decides it, with the run's own ``tolerance``)."""
     if verdict.kind == "blowup":
         return True
-    if verdict.kind != "chance_level":
-        return False
-    flag = verdict.stats.get("blew_up")
-    if isinstance(flag, bool):
-        return flag
-    return BLEW_UP_MARK in verdict.reason
+    return verdict.kind == "chance_level" and verdict.stats.get("blew_up") is True
 
 
 def first_level(verdict: Verdict, losses: FloatArray) -> float | None:
@@ -165,13 +152,10 @@ def reference_of(verdict: Verdict) -> float | None:
 
 
 def min_drop_of(verdict: Verdict) -> float | None:
-    """The ``min_drop`` the verdict held the run to: its ``min_drop`` stat when it carries one,
-    else the ``min_drop=P%`` its stall reason states; None when neither says."""
+    """The ``min_drop`` the verdict held the run to (its ``min_drop`` stat: stall and
+    too-little-drop verdicts carry it); None when it does not say."""
     value = verdict.stats.get("min_drop")
-    if isinstance(value, (int, float)):
-        return float(value)
-    found = re.search(r"min_drop=([0-9.]+(?:e[-+]?\d+)?)%", verdict.reason)
-    return float(found.group(1)) / 100.0 if found else None
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def log_scale(verdict: Verdict) -> bool:
@@ -247,7 +231,6 @@ def far_above_reference(first: float | None, ref: float | None) -> bool:
 
 
 __all__ = [
-    "BLEW_UP_MARK",
     "HEALTHY_UPDATE",
     "NICE_DROPS",
     "UNSCALED_COND",

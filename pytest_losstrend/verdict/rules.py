@@ -243,7 +243,8 @@ def chance_level(c: Curve) -> Verdict | None:
     first, peak = f.level(f.first), f.level(f.peak)
     f.stats.update(first=first, peak=peak, peak_step=f.off + f.t_peak + 1)
     blew_up = ""
-    if _rose_from_first(f):
+    f.stats["blew_up"] = _rose_from_first(f)
+    if f.stats["blew_up"]:
         blew_up = (f"; it blew up to {fmt(peak)} (step {f.off + f.t_peak + 1}) from "
                    f"{fmt(first)} first")
     elif first > ref.value * constants.FAR_ABOVE_REFERENCE:
@@ -412,6 +413,7 @@ def stall(c: Curve) -> Verdict | None:
     d_half = float(np.median(y[:half]) - np.median(y[half:]))
     se_half = math.hypot(median_se(f.sigma, half), median_se(f.sigma, n - half))
     f.stats["half_drop"] = f.rel_drop(d_half)
+    f.stats["min_drop"] = c.crit.min_drop
     by_ends = f.d + constants.Z_STALL * f.se_d < f.required
     by_halves = f.d < f.required and d_half + constants.Z_STALL * se_half < f.required
     if not (by_ends or by_halves):

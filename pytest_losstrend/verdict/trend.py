@@ -64,5 +64,9 @@ def judge(x: FloatArray, crit: Criteria, reference: Reference | None = None) -> 
     for rule in RULES:
         verdict = rule(curve)
         if verdict is not None:
+            if reference is not None:
+                # Every verdict carries the level it was judged against (a first loss far above
+                # it is bad-init evidence whatever failed).
+                verdict.stats.setdefault("reference", reference.value)
             return verdict
     raise AssertionError("the last rule always reaches a verdict")  # pragma: no cover
