@@ -124,7 +124,7 @@ def losstrend(request: pytest.FixtureRequest) -> Generator[LossTrend, None, None
                 opt.step()
                 losstrend.record(loss)
     """
-    from pytest_losstrend.capture.seeding import seed_everything
+    from pytest_losstrend.capture.seeding import release_seed, seed_everything
     from pytest_losstrend.fixture import LossTrend
 
     settings = request.config.stash[_CONFIG_KEY]
@@ -148,8 +148,11 @@ def losstrend(request: pytest.FixtureRequest) -> Generator[LossTrend, None, None
     node.stash[_LT_KEY] = lt
     yield lt
     # A watched model's hooks (some process-wide) must not outlive the test, whatever its
-    # outcome; finishing twice is harmless.
-    lt.finish_watching()
+    # outcome; finishing twice is harmless. Nor must the seeding's Keras reshuffling.
+    try:
+        lt.finish_watching()
+    finally:
+        release_seed()
 
 
 @pytest.hookimpl(wrapper=True)

@@ -58,7 +58,7 @@ def test_watch_with_batch_and_schedule(losstrend):
 @pytest.mark.loss_decreases
 def test_runner_fit(losstrend):
     x, y = data()
-    losstrend.fit(model(), (x, y), loss="mse", optimizer="sgd", epochs=5,
+    losstrend.fit(model(), (x, y), loss="mse", optimizer="sgd", epochs=10,
                   eval_data=(x[:32], y[:32]))
 
 

@@ -3,7 +3,8 @@
 ``recorder`` (recording the series, fail-fast, judging them), ``convert`` (recorded values to
 floats), ``torch_watch`` and ``keras_watch`` (the watchers, with ``torch_sampling``,
 ``torch_signals`` and ``keras_signals`` holding their parts), ``keras`` (the Keras callback),
-``sharpness`` (lambda_max by Hessian-vector products) and ``seeding``. Every framework is
+``sharpness`` (lambda_max by Hessian-vector products), ``seeding`` and ``keras_shuffle`` (Keras
+``fit`` on arrays reshuffled every epoch under the seed). Every framework is
 imported lazily, inside the function that needs it. It may import ``diagnosis`` and
 ``verdict``; nothing above.
 """

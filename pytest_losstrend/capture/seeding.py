@@ -15,6 +15,8 @@ def seed_everything(seed: int) -> list[str]:
     """Seed python, numpy, torch and tensorflow/keras, each only if it is already imported.
 
     A library the test has not imported is left alone, so seeding never pays for an import.
+    With Keras, ``fit`` on arrays also reshuffles its batches every epoch from then on (see
+    :mod:`~pytest_losstrend.capture.keras_shuffle`) until :func:`release_seed`.
     Returns the names of the generators seeded.
 
     Example:
@@ -40,12 +42,26 @@ def seed_everything(seed: int) -> list[str]:
         # seed + the seeds=N index may pass 32 bits, which numpy under Keras refuses.
         keras.utils.set_random_seed(seed % 2**32)
         seeded.append("keras")
+        # Under that TensorFlow seed, fit on arrays would replay one batch order every epoch.
+        from pytest_losstrend.capture.keras_shuffle import arm
+
+        arm()
     elif "tensorflow" in sys.modules:
         import tensorflow as tf
 
         tf.random.set_seed(seed)
         seeded.append("tensorflow")
     return seeded
+
+
+def release_seed() -> None:
+    """Undo what :func:`seed_everything` changed beyond the generators' states, once the test
+    is over: Keras array fits go back to Keras' own shuffling, so that a later test that does
+    not use the fixture runs as it would alone."""
+    if "keras" in sys.modules:
+        from pytest_losstrend.capture.keras_shuffle import disarm
+
+        disarm()
 
 
 def rng_states() -> dict[str, object]:
