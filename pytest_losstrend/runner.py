@@ -22,7 +22,12 @@ from pytest_losstrend.verdict.result import Verdict
 
 if TYPE_CHECKING:
     from pytest_losstrend.fixture import LossTrend, LossTrendStop
-    from pytest_losstrend.reports.schema import SeriesResult, TestRecord, TestResult
+    from pytest_losstrend.reports.schema import (
+        ReferenceData,
+        SeriesResult,
+        TestRecord,
+        TestResult,
+    )
     from pytest_losstrend.verdict.judgment import Judgment
 
 
@@ -37,9 +42,15 @@ def result_data(
     if judgment is not None and verdict is not None:
         # The judged series carries the verdict that decided the test, stop included.
         judgment = judgment.with_verdict(verdict)
-    series: dict[str, SeriesResult] = {
-        name: {"losses": s.losses, "verdict": s.verdict.as_dict()}
-        for name, s in (judgment.series.items() if judgment is not None else ())}
+    series: dict[str, SeriesResult] = {}
+    for name, s in (judgment.series.items() if judgment is not None else ()):
+        series[name] = {"losses": s.losses, "verdict": s.verdict.as_dict()}
+        if s.reference is not None:
+            ref: ReferenceData = {"value": s.reference.value, "how": s.reference.how}
+            source = lt.reference_source(name, s.reference) if lt is not None else None
+            if source:
+                ref["source"] = source
+            series[name]["reference"] = ref
     return {
         "nodeid": item.nodeid,
         "marker": marker,
@@ -98,19 +109,31 @@ def judge_item(
     data["warnings"] = notes
     losses = lt.losses(crit.series) if lt is not None else []
     seed = lt.seed_line() if lt is not None else None
+    ref_note = _reference_note(lt, crit, judgment)
 
     if marker == MARK_FAILS:
-        return (data, *_expect_failure(verdict, losses, crit, cause, seed))
+        return (data, *_expect_failure(verdict, losses, crit, cause, seed,
+                                              ref_note=ref_note))
 
     if verdict.ok:
         return data, "pass", verdict.reason
     # Rebuilt rather than taken from the stop, so that every rule's diagnoses are in it.
-    message = failure_message(verdict, losses, crit, seed=seed)
+    message = failure_message(verdict, losses, crit, seed=seed, **ref_note)
     if stop is not None:
         message += f"\n  stopped:  at step {len(losses) - 1}, the remaining steps were skipped"
     if verdict.inconclusive and crit.inconclusive != "fail":
         return data, crit.inconclusive, verdict.reason
     return data, "fail", message
+
+
+def _reference_note(lt: LossTrend | None, crit: Criteria,
+                    judgment: Judgment | None) -> dict[str, Any]:
+    """The judged series' reference level and its source, as ``failure_message`` takes them."""
+    s = judgment.series.get(crit.series) if judgment is not None else None
+    if lt is None or s is None or s.reference is None:
+        return {}
+    return {"reference": s.reference,
+            "reference_source": lt.reference_source(crit.series, s.reference)}
 
 
 def _diagnose(
@@ -139,14 +162,15 @@ def _diagnose(
 
 
 def _expect_failure(
-    verdict: Verdict, losses: list[float], crit: Criteria, cause: str | None, seed: str | None
+    verdict: Verdict, losses: list[float], crit: Criteria, cause: str | None, seed: str | None,
+    *, ref_note: dict[str, Any],
 ) -> tuple[str, str]:
     header = "loss_fails"
     if verdict.status != "fail":
         what = "passed" if verdict.ok else "was inconclusive"
         return "fail", (
             f"{header}: expected the loss verdict to fail, but it {what}\n"
-            + failure_message(verdict, losses, crit, header=header, seed=seed)
+            + failure_message(verdict, losses, crit, header=header, seed=seed, **ref_note)
         )
     if cause is not None:
         causes = [d.cause for d in verdict.diagnoses]
@@ -155,7 +179,7 @@ def _expect_failure(
             return "fail", (
                 f"{header}: the verdict failed, but its top cause is not {cause!r} "
                 f"(got: {got})\n" + failure_message(verdict, losses, crit, header=header,
-                                                    seed=seed)
+                                                    seed=seed, **ref_note)
             )
     return "pass", verdict.reason
 

@@ -39,7 +39,9 @@ def test_sound(losstrend):
     losstrend.fit(model(), data(), loss="mse", optimizer=("adam", 1e-2), epochs=5)
 
 
-@pytest.mark.loss_decreases(min_drop=0, tolerance=100, inconclusive="pass")
+# Weak on purpose: no drop required, any rebound allowed, no reference level (a run that
+# learned nothing from its inputs passes).
+@pytest.mark.loss_decreases(min_drop=0, tolerance=100, inconclusive="pass", reference=None)
 def test_weak(losstrend):
     losstrend.fit(model(), data(), loss="mse", optimizer=("adam", 1e-2), epochs=5)
 

@@ -97,6 +97,7 @@ def test_typeddicts_match_the_schema(walked: dict[str, str]) -> None:
     assert walked["TestResult"] == "document.tests"
     assert walked["SeriesResult"] == "document.tests.series"
     assert walked["VerdictData"] == "document.tests.series.verdict"
+    assert walked["ReferenceData"] == "document.tests.series.reference"
     assert walked["ComparisonRow"] == "document.tests.baseline.rows"
     assert walked["Envelope"] == "document.tests.baseline.envelope"
 

@@ -3,8 +3,9 @@
 ``recorder`` (recording the series, fail-fast, judging them), ``convert`` (recorded values to
 floats), ``torch_watch`` and ``keras_watch`` (the watchers, with ``torch_sampling``,
 ``torch_signals`` and ``keras_signals`` holding their parts), ``keras`` (the Keras callback),
-``sharpness`` (lambda_max by Hessian-vector products), ``seeding`` and ``keras_shuffle`` (Keras
-``fit`` on arrays reshuffled every epoch under the seed). Every framework is
+``sharpness`` (lambda_max by Hessian-vector products), ``seeding``, ``keras_shuffle`` (Keras
+``fit`` on arrays reshuffled every epoch under the seed) and ``references`` (the reference
+level of a torch or Keras loss on its targets). Every framework is
 imported lazily, inside the function that needs it. It may import ``diagnosis`` and
 ``verdict``; nothing above.
 """

@@ -21,6 +21,7 @@ from pytest_losstrend.verdict.result import Verdict
 
 if TYPE_CHECKING:
     from pytest_losstrend.verdict.judgment import Judgment
+    from pytest_losstrend.verdict.reference import Reference
     from pytest_losstrend.verdict.stats import FloatArray
 
 # Device tensors (CUDA, MPS) are kept as tensors and copied to the host in chunks of this many,
@@ -76,6 +77,38 @@ class _Series:
 
 Converter = Callable[[Any], Any]
 
+#: Who derived a series' reference level, weakest first: ``watch``'s batch (set only when
+#: nothing else did), ``fit``'s data, the test's own ``set_reference``. A stronger one replaces
+#: a weaker one, even with "unknown".
+BY_WATCH, BY_FIT, BY_TEST = 1, 2, 3
+
+
+class _ReferenceEntry:
+    """A series' reference level (None: the loss gives none), who derived it and from what.
+
+    ``pending`` holds a Keras model watched before it was compiled, or without ``loss_fn``:
+    its compiled loss is read when the reference is first asked for."""
+
+    __slots__ = ("by", "pending", "reference", "source")
+
+    def __init__(self, by: int, reference: Reference | None, source: str,
+                 pending: tuple[Any, Any] | None = None) -> None:
+        self.by = by
+        self.reference = reference
+        self.source = source
+        self.pending = pending
+
+    def resolve(self) -> Reference | None:
+        if self.pending is not None:
+            model, targets = self.pending
+            loss = getattr(model, "loss", None)
+            if loss is not None:
+                from pytest_losstrend.capture.references import reference_for
+
+                self.reference = reference_for(loss, targets)
+                self.pending = None
+        return self.reference
+
 
 class Recorder:
     """Records loss series and judges them: the fixture's object without ``fit``.
@@ -109,6 +142,7 @@ class Recorder:
         #: What ``watch`` saw (None when nothing is watched).
         self.evidence: Evidence | None = None
         self._watchers: list[Any] = []
+        self._references: dict[str, _ReferenceEntry] = {}
 
     # -- recording ---------------------------------------------------------------------------
 
@@ -198,8 +232,9 @@ class Recorder:
         __tracebackhide__ = True  # the stop is the verdict, not a bug in this frame
         verdict = self.check(series=s.name)
         losses = s.values
-        msg = failure_message(verdict, losses, self.criteria.merged(series=s.name),
-                              header=self.marker, seed=self.seed_line())
+        crit = self.criteria.merged(series=s.name)
+        msg = failure_message(verdict, losses, crit, header=self.marker, seed=self.seed_line(),
+                              **self.reference_note(crit))
         msg += f"\n  stopped:  at step {len(losses) - 1}, the remaining steps were skipped"
         self.stopped = LossTrendStop(msg, verdict, s.name)
         raise self.stopped
@@ -257,7 +292,7 @@ class Recorder:
         if crit.series not in self._series:
             return self.empty_verdict(crit.series)
         # The other series are judged only when a failure is to be diagnosed against them.
-        verdict = judge(self.array(crit.series), crit)
+        verdict = judge(self.array(crit.series), crit, self.resolved_reference(crit))
         if verdict.ok:
             return verdict
         return self.diagnosed(self.judgment(crit, verdict=verdict))
@@ -265,7 +300,9 @@ class Recorder:
     def judgment(self, criteria: Criteria | None = None, *,
                  verdict: Verdict | None = None) -> Judgment:
         """Every recorded series judged once: the one ``criteria`` names under them (or
-        ``verdict``, when the caller has it: a stopped run's), the others under the defaults.
+        ``verdict``, when the caller has it: a stopped run's), the others under the defaults,
+        each against its reference level (:attr:`references`) as its criterion ``reference``
+        says.
 
         Example:
             >>> losstrend.judgment().verdicts["eval"].kind
@@ -273,7 +310,8 @@ class Recorder:
         """
         from pytest_losstrend.verdict.judgment import judge_series
 
-        return judge_series(self.as_dict(), criteria or self.criteria, verdict=verdict)
+        return judge_series(self.as_dict(), criteria or self.criteria, verdict=verdict,
+                            references=self.references)
 
     def diagnosed(self, judgment: Judgment) -> Verdict:
         """The judged series' verdict, with the built-in diagnoses when it did not pass (the
@@ -322,7 +360,8 @@ class Recorder:
             return verdict
         raise AssertionError(
             failure_message(verdict, self.losses(crit.series), crit,
-                            header="assert_decreases", seed=self.seed_line())
+                            header="assert_decreases", seed=self.seed_line(),
+                            **self.reference_note(crit))
         )
 
     def seed_line(self) -> str | None:
@@ -340,6 +379,104 @@ class Recorder:
             "losstrend.keras_callback() to model.fit"
         )
 
+    # -- reference levels --------------------------------------------------------------------
+
+    def set_reference(self, loss: Any, targets: Any, *, series: str = "train") -> Reference | None:
+        """Tell the verdict which loss and targets ``series`` is trained on, so that it knows
+        the series' reference level: the loss of the best constant predictor (the entropy of
+        the label frequencies, the variance of the targets...). A run that does not end 10%
+        below it learned nothing from its inputs and fails as ``chance_level`` (the criterion
+        ``reference``: ``"auto"`` by default, None turns it off, a number sets it).
+
+        ``loss`` is the loss the series records: a torch loss module or functional, a Keras
+        loss object or function, or a name (``"mse"``, ``"cross_entropy"``...); ``targets``
+        the targets it is computed on (numpy, torch or TensorFlow), all of them or a fair
+        sample. ``fit`` and ``watch(model, opt, loss_fn=, batch=(x, y))`` do this by
+        themselves; this call replaces what they derived.
+
+        Returns the reference level, or None (and the series has none) when the loss is not
+        one it knows or its settings change its units (a custom loss, ``reduction="sum"``,
+        ``label_smoothing``, a class ``weight``, ``pos_weight``): never a wrong level, and no
+        warning. A ``series`` that is not a non-empty string is a ``TypeError``.
+
+        Example:
+            >>> ref = losstrend.set_reference(torch.nn.CrossEntropyLoss(), y_train)
+            >>> ref.value, ref.how      # 10 balanced classes
+            (2.302585092994046, 'the entropy of the label frequencies (ln 10 = 2.303: ...)')
+            >>> losstrend.set_reference("mse", y_val, series="eval").how
+            'the variance of the targets (0.9821: predicting their mean)'
+        """
+        if not isinstance(series, str) or not series:
+            raise TypeError(f"set_reference(): series must be a non-empty string, got "
+                            f"{series!r}")
+        return self.offer_reference(series, loss, targets, by=BY_TEST,
+                                    where="given to set_reference()")
+
+    def offer_reference(self, series: str, loss: Any, targets: Any, *, by: int, where: str,
+                        model: Any = None) -> Reference | None:
+        """Derive ``series``' reference level from ``loss`` and ``targets`` unless a stronger
+        source set it already (``by``: :data:`BY_WATCH`, :data:`BY_FIT`, :data:`BY_TEST`);
+        ``where`` completes "the N targets ..." in the report. With ``loss=None`` and a Keras
+        ``model``, its compiled loss is read when the reference is first needed. Returns the
+        series' reference level after the offer."""
+        old = self._references.get(series)
+        if old is not None and (old.by > by or (by == BY_WATCH and old.by == BY_WATCH)):
+            return old.resolve()
+        from pytest_losstrend.capture.references import reference_for, targets_to_numpy
+
+        try:
+            if targets is None:
+                raise ValueError("no targets")
+            y = targets_to_numpy(targets)
+        except (TypeError, ValueError):
+            self._references[series] = _ReferenceEntry(by, None, "")
+            return None
+        rows = int(y.shape[0]) if y.ndim else 1
+        source = f"the {rows} {'target' if rows == 1 else 'targets'} {where}"
+        if loss is None and model is not None:
+            entry = _ReferenceEntry(by, None, source, pending=(model, y))
+        else:
+            entry = _ReferenceEntry(by, reference_for(loss, y), source)
+        self._references[series] = entry
+        return entry.resolve()
+
+    @property
+    def references(self) -> dict[str, Reference]:
+        """The reference level of each series that has one, as derived from its loss and
+        targets (by ``fit``, ``watch(loss_fn=, batch=)`` or :meth:`set_reference`).
+
+        Example:
+            >>> losstrend.references["train"].value
+            2.302585092994046
+        """
+        out = {}
+        for name, entry in self._references.items():
+            ref = entry.resolve()
+            if ref is not None:
+                out[name] = ref
+        return out
+
+    def reference_source(self, series: str, reference: Reference | None) -> str | None:
+        """What ``reference`` was derived from ("the 256 targets of the batch given to
+        watch()"), when it is ``series``' own derived level; None otherwise (a number the
+        criterion set, or no reference)."""
+        entry = self._references.get(series)
+        if reference is None or entry is None or entry.resolve() is not reference:
+            return None
+        return entry.source or None
+
+    def resolved_reference(self, crit: Criteria) -> Reference | None:
+        """The reference level the judged series of ``crit`` is held to: its criterion
+        ``reference`` applied to the level derived for it."""
+        from pytest_losstrend.verdict.reference import resolve_reference
+
+        return resolve_reference(crit.reference, self.references.get(crit.series))
+
+    def reference_note(self, crit: Criteria) -> dict[str, Any]:
+        """The reference and its source as :func:`failure_message` takes them."""
+        ref = self.resolved_reference(crit)
+        return {"reference": ref, "reference_source": self.reference_source(crit.series, ref)}
+
     # -- watching -------------------------------------------------------------------------
 
     def watch(
@@ -356,13 +493,24 @@ class Recorder:
         parameters it holds) or a Keras model. Optional: everything works on the loss series
         alone, diagnosis just gets sharper. With ``loss_fn`` and a fixed ``batch=(x, y)``, a
         failing verdict also measures the sharpness (the top Hessian eigenvalue) and compares
-        it with the learning rate's stability limit 2/lr. Returns ``model``.
+        it with the learning rate's stability limit 2/lr, and the ``"train"`` series gets the
+        reference level of that loss on ``y`` (unless ``fit``, :meth:`set_reference` or an
+        earlier ``watch`` set one): a run that ends no better than the best constant predictor
+        fails as ``chance_level``. A Keras model's compiled loss stands in for ``loss_fn``.
+        Returns ``model``.
 
         Example:
             >>> model = losstrend.watch(torch.nn.Linear(3, 1), optimizer)
+            >>> model = losstrend.watch(net, opt, loss_fn=torch.nn.CrossEntropyLoss(),
+            ...                         batch=(x[:256], y[:256]))
             >>> model = losstrend.watch(keras_model)   # keras_callback() watches by itself
         """
         watcher = _make_watcher(model, optimizer, loss_fn=loss_fn, batch=batch)
+        pair = isinstance(batch, (tuple, list)) and len(batch) == 2
+        if pair and (loss_fn is not None or watcher.evidence.framework == "keras"):
+            self.offer_reference("train", loss_fn, batch[1], by=BY_WATCH,
+                                 where="of the batch given to watch()",
+                                 model=model if loss_fn is None else None)
         self._watchers.append(watcher)
         self.evidence = watcher.evidence
         if self.framework is None:

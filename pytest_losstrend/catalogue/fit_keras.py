@@ -8,6 +8,7 @@ this module imports no framework (a torch-only environment never imports tensorf
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,8 @@ KERAS_ELEMENTWISE = {
 }
 #: Rows of the training data handed to ``watch`` for input statistics (Keras path).
 WATCH_ROWS = 256
+#: At most this many batches of a tf.data.Dataset are read for the reference level's targets.
+TARGET_BATCHES = 1000
 
 
 def _keras_optimizer(optimizer: Any) -> Any:
@@ -107,10 +110,13 @@ def fit_keras(
             loss=loss if loss is not None else model.loss,
         )
 
-    sample = train if kind == "arrays" else next(iter(train))
+    batches = None if kind == "arrays" else iter(train)
+    sample = train if batches is None else next(batches)
     if not isinstance(sample, (tuple, list)) or len(sample) < 2:
         raise TypeError("fit(): each element of the tf.data.Dataset in data must be (x, y)")
     xs, ys = sample[0][:WATCH_ROWS], sample[1][:WATCH_ROWS]
+    _set_references(lt, model.loss, train, batches=batches, sample=sample, held=held,
+                    steps=steps)
     label = _loss_label(model.loss)
     if label in KERAS_ELEMENTWISE:
         pred = tuple(model(xs[:2]).shape)[1:]
@@ -151,6 +157,58 @@ def fit_keras(
     elif per_epoch is None and int(train.cardinality()) == -1:
         raise ValueError("fit(): data is an endless tf.data.Dataset: pass steps=, not epochs=")
     model.fit(epochs=n_epochs, validation_data=held, callbacks=callbacks, verbose=0, **fit_kw)
+
+
+def _set_references(
+    lt: Recorder, loss: Any, train: Any, *, batches: Any, sample: Any, held: Any,
+    steps: int | None,
+) -> None:
+    """The train and eval series' reference levels, from the targets ``fit`` trains and
+    evaluates on. A dataset's targets are read from the iterator its first batch came from
+    (so the batch order ``model.fit`` sees is what it was), over the batches training will
+    use; one that yields sample weights gets none (they change the loss's units)."""
+    from pytest_losstrend.capture.recorder import BY_FIT
+    from pytest_losstrend.catalogue.fit_torch import EVAL_TARGETS, TRAIN_TARGETS
+
+    if batches is None:  # (X, y) arrays
+        lt.offer_reference("train", loss, train[1], by=BY_FIT, where=TRAIN_TARGETS)
+    else:
+        card = int(train.cardinality())
+        # The batches training uses: an epoch, or steps; at most TARGET_BATCHES of a dataset
+        # of unknown size (an endless one without steps= is an error below).
+        limits = [n for n in (card if card > 0 else None, steps) if n is not None]
+        wanted = min(limits) if limits else TARGET_BATCHES
+        if card != -1 or steps is not None:
+            rest = itertools.islice(batches, min(wanted, TARGET_BATCHES) - 1)
+            lt.offer_reference("train", loss, _dataset_targets(sample, rest), by=BY_FIT,
+                               where=TRAIN_TARGETS)
+    if held is None:
+        return
+    if isinstance(held, tuple):
+        lt.offer_reference("eval", loss, held[1], by=BY_FIT, where=EVAL_TARGETS)
+    elif int(held.cardinality()) > 0:
+        it = iter(held)
+        first = next(it, None)
+        if first is not None:
+            rest = itertools.islice(it, TARGET_BATCHES - 1)
+            lt.offer_reference("eval", loss, _dataset_targets(first, rest), by=BY_FIT,
+                               where=EVAL_TARGETS)
+
+
+def _dataset_targets(first: Any, rest: Any) -> Any:
+    """The targets of a dataset's batches as one numpy array; None when it yields sample
+    weights or no pairs."""
+    import numpy as np
+
+    ys = []
+    for batch in itertools.chain([first], rest):
+        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+            return None
+        ys.append(np.asarray(batch[1]))
+    try:
+        return np.concatenate(ys)
+    except ValueError:
+        return None
 
 
 def _stop_after(steps: int) -> Any:

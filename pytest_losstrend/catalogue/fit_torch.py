@@ -23,6 +23,10 @@ if TYPE_CHECKING:
     from pytest_losstrend.capture.recorder import Recorder
     from pytest_losstrend.catalogue.mutation import Mutation
 
+#: Where the train and eval series' reference levels come from, for the report.
+TRAIN_TARGETS = "given to fit() to train on"
+EVAL_TARGETS = "given to fit() as eval_data"
+
 #: Learning rates for optimizers given by name (Keras' defaults, so both paths agree).
 DEFAULT_LR = {"sgd": 0.01, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3, "adagrad": 1e-2}
 #: Optimizer names the torch path accepts, and their ``torch.optim`` class names.
@@ -119,7 +123,9 @@ def _as_torch(a: Any, *, target: bool, class_index: bool) -> Any:
 def _torch_batches(
     data: Any, arg: str, *, batch_size: int, shuffle: bool, class_index: bool, seed: int
 ) -> Any:
-    """An iterable of (x, y) batches: the DataLoader itself, or one built from arrays."""
+    """An iterable of (x, y) batches: the DataLoader itself, or one built from arrays; and the
+    targets as the loss sees them (None for a DataLoader, whose targets are seen batch by
+    batch)."""
     import torch
     from torch.utils.data import DataLoader, TensorDataset
 
@@ -130,12 +136,14 @@ def _torch_batches(
             "(X, y) arrays or a torch DataLoader"
         )
     if kind == "loader":
-        return data
+        return data, None
     x = _as_torch(data[0], target=False, class_index=class_index)
     y = _as_torch(data[1], target=True, class_index=class_index)
     check_lengths(x, y, arg)
     gen = torch.Generator().manual_seed(seed)
-    return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=shuffle, generator=gen)
+    loader = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=shuffle,
+                        generator=gen)
+    return loader, y
 
 
 def _unpack(batch: Any, arg: str, device: Any, class_index: bool) -> tuple[Any, Any]:
@@ -172,6 +180,8 @@ def fit_torch(
     the arguments as :meth:`~pytest_losstrend.catalogue.fit.FitRecorder.fit` takes them."""
     import torch
 
+    from pytest_losstrend.capture.recorder import BY_FIT
+
     loss_fn, loss_name = _torch_loss(loss)
     if optimizer is None:
         raise TypeError(
@@ -190,12 +200,19 @@ def fit_torch(
     class_index = loss_name in CLASS_INDEX_LOSSES
     # The fixture seeded torch; the seed also fixes the shuffling order across runs.
     seed = lt.seed if lt.seed is not None else torch.initial_seed()
-    train = _torch_batches(data, "data", batch_size=batch_size, shuffle=shuffle,
-                           class_index=class_index, seed=seed)
-    held = None
+    train, train_y = _torch_batches(data, "data", batch_size=batch_size, shuffle=shuffle,
+                                    class_index=class_index, seed=seed)
+    held = held_y = None
     if eval_data is not None:
-        held = _torch_batches(eval_data, "eval_data", batch_size=batch_size, shuffle=False,
-                              class_index=class_index, seed=seed)
+        held, held_y = _torch_batches(eval_data, "eval_data", batch_size=batch_size,
+                                      shuffle=False, class_index=class_index, seed=seed)
+        if held_y is not None:
+            lt.offer_reference("eval", loss_fn, held_y, by=BY_FIT, where=EVAL_TARGETS)
+    if train_y is not None:
+        lt.offer_reference("train", loss_fn, train_y, by=BY_FIT, where=TRAIN_TARGETS)
+    # A DataLoader's targets are gathered over the first epoch (and its eval targets at the
+    # first evaluation): the reference is set from them once they are all seen.
+    seen_y: list[Any] | None = [] if train_y is None else None
     first = next(iter(model.parameters()), None)
     device = first.device if first is not None else torch.device("cpu")
     watched = any(getattr(w, "model", None) is model for w in lt.watchers)
@@ -226,6 +243,8 @@ def fit_torch(
                 )
             value.backward()  # type: ignore[no-untyped-call]
             opt.step()
+            if seen_y is not None:
+                seen_y.append(y.detach().cpu())
             lt.record(value)
             done += 1
             seen += 1
@@ -233,17 +252,39 @@ def fit_torch(
                 break
         if seen == 0:
             raise ValueError("fit(): data is empty: it yielded no batches")
+        if seen_y is not None:
+            gathered = _concat(seen_y)
+            if gathered is not None:
+                lt.offer_reference("train", loss_fn, gathered, by=BY_FIT, where=TRAIN_TARGETS)
+            seen_y = None
         if held is not None:
-            lt.record(_torch_eval(model, held, loss_fn, device, class_index), series="eval")
+            held_loss, held_targets = _torch_eval(model, held, loss_fn, device, class_index)
+            if epoch == 0 and held_y is None and held_targets is not None:
+                lt.offer_reference("eval", loss_fn, held_targets, by=BY_FIT, where=EVAL_TARGETS)
+            lt.record(held_loss, series="eval")
         epoch += 1
 
 
-def _torch_eval(model: Any, held: Any, loss_fn: Any, device: Any, class_index: bool) -> float:
-    """The mean loss over the held-out batches, weighted by batch size, in eval mode."""
+def _concat(batches: list[Any]) -> Any:
+    """Target batches as one tensor (None when they do not concatenate: ragged shapes)."""
+    import torch
+
+    try:
+        return torch.cat(batches)
+    except (RuntimeError, TypeError, ValueError):
+        return None
+
+
+def _torch_eval(
+    model: Any, held: Any, loss_fn: Any, device: Any, class_index: bool
+) -> tuple[float, Any]:
+    """The mean loss over the held-out batches, weighted by batch size, in eval mode; and
+    their targets."""
     import torch
 
     model.eval()
     total, rows = 0.0, 0
+    targets = []
     try:
         with torch.no_grad():
             for batch in held:
@@ -251,8 +292,9 @@ def _torch_eval(model: Any, held: Any, loss_fn: Any, device: Any, class_index: b
                 k = len(x)
                 total += float(loss_fn(model(x), y)) * k
                 rows += k
+                targets.append(y.cpu())
     finally:
         model.train()
     if rows == 0:
         raise ValueError("fit(): eval_data is empty: it yielded no batches")
-    return total / rows
+    return total / rows, _concat(targets)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_losstrend.verdict.criteria import Criteria
 from pytest_losstrend.verdict.result import Verdict
+
+if TYPE_CHECKING:
+    from pytest_losstrend.verdict.reference import Reference
 
 BARS = "▁▂▃▄▅▆▇█"
 NON_FINITE_MARK = "×"
@@ -77,6 +80,25 @@ def criteria_line(crit: Criteria) -> str:
     return " ".join(f"{k}={_g(v)}" for k, v in crit.as_dict().items())
 
 
+def reference_line(reference: Reference, source: str | None = None,
+                   stats: dict[str, Any] | None = None) -> str:
+    """The reference level in words: its value, how it was derived, from what, and where the
+    run ended against it (``stats["end_over_reference"]``, when the verdict measured it).
+
+    Example:
+        >>> from pytest_losstrend.verdict.reference import Reference
+        >>> reference_line(Reference(2.303, "ln 10"), "the 64 targets given to fit()")
+        'reference: 2.303, ln 10, from the 64 targets given to fit()'
+    """
+    line = f"reference: {_g(float(reference.value))}, {reference.how}"
+    if source:
+        line += f", from {source}"
+    ratio = (stats or {}).get("end_over_reference")
+    if isinstance(ratio, float) and math.isfinite(ratio):
+        line += f"; the run ended at {ratio:.3g}x it"
+    return line
+
+
 def failure_message(
     verdict: Verdict,
     losses: Sequence[float],
@@ -84,11 +106,19 @@ def failure_message(
     *,
     header: str = "loss_decreases",
     seed: str | None = None,
+    reference: Reference | None = None,
+    reference_source: str | None = None,
 ) -> str:
     """The message a failing (or inconclusive) test shows.
 
-    One line with the verdict and its reason, then the figures, the sparkline, the diagnoses
-    and the criteria.
+    One line with the verdict and its reason, then the figures (with the ``reference`` level
+    the series was judged against, how it was derived and from what), the sparkline, the
+    diagnoses and the criteria.
+
+    Example:
+        >>> print(failure_message(Verdict("fail", "diverged", "divergence"), [1.0, 9.0],
+        ...                       Criteria()).splitlines()[0])
+        loss_decreases FAILED on series 'train': diverged
     """
     st = verdict.stats
     label = {"fail": "FAILED", "inconclusive": "INCONCLUSIVE", "pass": "passed"}[verdict.status]
@@ -107,6 +137,8 @@ def failure_message(
                        f"noise {st['noise']:.3g}")
     figures.append(f"{len(losses)} points")
     lines.append("  figures:  " + ", ".join(figures))
+    if reference is not None:
+        lines.append("  " + reference_line(reference, reference_source, st))
     if verdict.failed_at is not None:
         at = verdict.failed_at
         value = losses[at] if 0 <= at < len(losses) else None

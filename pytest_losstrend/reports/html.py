@@ -234,10 +234,15 @@ def _series_figure(
     failed_at = v.get("failed_at")
     if failed_at is not None:
         stats.append(f"failed at step {failed_at}")
+    ref = _lenient(s).get("reference") or {}
+    ref_value = ref.get("value")
+    if isinstance(ref_value, (int, float)) and not isinstance(ref_value, bool):
+        where = f", from {ref['source']}" if ref.get("source") else ""
+        stats.append(f"reference {_fmt(ref_value)}: {ref.get('how', '')}{where}")
     role = "judged" if judged else "for information"
     return (
         f'<figure id="{_e(fid)}" class="series">'
-        f'{chart_svg(name, s.get("losses") or [], failed_at, band)}'
+        f'{chart_svg(name, s.get("losses") or [], failed_at, band, ref_value)}'
         f"<figcaption>{badge} <b>{_e(name)}</b> <span class=\"stats\">({role}, "
         f"{_plural(len(s.get('losses') or []), 'step')})</span>: {_e(v.get('reason', ''))}"
         + (f'<br><span class="stats">{_e(", ".join(stats))}</span>' if stats else "")

@@ -1,6 +1,7 @@
 """The SVG line chart of one loss series in the HTML report: axes and ticks, a log y-axis over
 two decades, decimation of long series to the plot's pixel columns, non-finite marks, the
-failing step in red and a baseline's band behind the curve.
+failing step in red, a baseline's band behind the curve and the reference level as a dashed
+line.
 
 Pure Python and plain data, like the page around it (:mod:`pytest_losstrend.reports.html`):
 no numpy, no script, nothing outside the SVG it returns.
@@ -32,6 +33,7 @@ _HUGE = 1e300
 STROKE = "#1f6feb"
 FAIL_RED = "#d1242f"
 NON_FINITE = "#8250df"
+REFERENCE = "#59636e"
 
 
 def esc(value: Any) -> str:
@@ -195,7 +197,8 @@ def _non_finite_word(raw: Any) -> str:
 
 
 def chart_svg(
-    name: str, losses: Sequence[Any], failed_at: Any, band: Envelope | None = None
+    name: str, losses: Sequence[Any], failed_at: Any, band: Envelope | None = None,
+    reference: Any = None,
 ) -> str:
     """One series as an inline SVG line chart (about 640x220).
 
@@ -203,19 +206,29 @@ def chart_svg(
     more, linear otherwise. Non-finite losses break the line and are marked with a cross at the
     top of the plot; ``failed_at`` (a step index, or None) is a red vertical line. ``band``
     (the ``envelope`` of a baseline comparison: ``steps``, ``lo``, ``hi``) is shaded behind
-    the line, so a regression shows as the curve leaving the baseline's band.
+    the line, so a regression shows as the curve leaving the baseline's band. ``reference``
+    (the series' reference level, a positive number) is a dashed horizontal line labelled
+    "reference 2.303", inside the axes' range.
+
+    Example:
+        >>> "reference 2.303" in chart_svg("train", [2.4, 2.0, 1.1], None, reference=2.3026)
+        True
     """
     vals = [_num(v) for v in losses]
     n = len(vals)
     finite = [v for v in vals if v is not None]
+    finite_curve = finite
     band_pts = _band_points(band)
     if band_pts:
         # The axes hold the band too: a curve far above it must still show where it was.
         n = max(n, band_pts[-1][0] + 1)
-        finite_curve = finite
         finite = finite + [v for _, lo, hi in band_pts for v in (lo, hi)]
-    else:
-        finite_curve = finite
+    ref = _num(reference)
+    if ref is not None and not ref > 0:
+        ref = None  # a reference of zero or below bounds nothing (and has no log)
+    if ref is not None and finite_curve:
+        # So do the axes hold the reference: the curve is read against it.
+        finite = [*finite, ref]
     parts = [
         f'<svg viewBox="0 0 {CHART_W} {CHART_H}" width="{CHART_W}" height="{CHART_H}" '
         f'role="img" aria-label="{esc(f"loss of series {name} over {n} steps")}">',
@@ -235,9 +248,14 @@ def chart_svg(
     parts.append(failed_line)
     if band_pts:
         parts.append(_band_polygon(scale, band_pts))
+    ref_line, ref_label = (_reference_line(scale, ref) if ref is not None and finite_curve
+                           else ("", ""))
+    parts.append(ref_line)
     if finite_curve:
         parts += _line(scale, vals)
     parts += _non_finite_marks(scale, losses, vals)
+    # Over the curve, on a white halo: a run at chance ends right where the label is.
+    parts.append(ref_label)
     parts.append(failed_label)
     parts.append("</svg>")
     return "".join(parts)
@@ -349,6 +367,22 @@ def _non_finite_marks(scale: _Scale, raw: Sequence[Any], vals: list[float | None
     out.append(f'<text x="{x + dx:.1f}" y="{y + 17:.1f}" text-anchor="{anchor}" font-size="11" '
                f'fill="{NON_FINITE}">{esc(label)}</text>')
     return out
+
+
+def _reference_line(scale: _Scale, ref: float) -> tuple[str, str]:
+    """The reference level: a dashed grey line across the plot (under the curve), and its
+    label at the right end (above the line, or below it when the line runs along the top of
+    the plot)."""
+    y = scale.y(ref)
+    label_y = y - 4 if y - 14 > PLOT_Y0 else y + 13
+    return (
+        f'<line class="reference" x1="{PLOT_X0}" x2="{PLOT_X1}" y1="{y:.1f}" y2="{y:.1f}" '
+        f'stroke="{REFERENCE}" stroke-width="1.4" stroke-dasharray="6 4">'
+        f"<title>{esc(f'reference level {ref:.4g}')}</title></line>",
+        f'<text class="reference" x="{PLOT_X1 - 5}" y="{label_y:.1f}" text-anchor="end" '
+        f'font-size="11" fill="{REFERENCE}" stroke="#fff" stroke-width="3" '
+        f'paint-order="stroke">{esc(f"reference {ref:.4g}")}</text>',
+    )
 
 
 def _failed_marker(scale: _Scale, step: int) -> tuple[str, str]:

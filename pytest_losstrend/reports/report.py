@@ -239,14 +239,17 @@ def markdown_report(doc: ReportDoc) -> str:
     """A Markdown summary of the report document, sized for a CI job summary.
 
     The tests are counted by outcome as pytest counts them (a ``loss_fails`` case that failed
-    as expected is xfailed); the table shows each series' verdict beside the test's outcome,
-    and every failed test is listed under "Failing" with why.
+    as expected is xfailed); the table shows each series' verdict beside the test's outcome
+    (and, when any series was judged against one, its reference level: the loss of the best
+    constant predictor), and every failed test is listed under "Failing" with why.
     """
     tests = doc["tests"]
     counts = outcome_counts(tests)
     rerun = any(t.get("reruns") for t in tests)
-    head = ["test", "series", "steps", "start → end", "drop", "verdict", "outcome",
-            *(["reruns"] if rerun else []), "top cause", "curve"]
+    # The reference level (the loss of the best constant predictor) where one applied.
+    referenced = any(s.get("reference") for t in tests for s in t["series"].values())
+    head = ["test", "series", "steps", "start → end", *(["reference"] if referenced else []),
+            "drop", "verdict", "outcome", *(["reruns"] if rerun else []), "top cause", "curve"]
     lines = [
         "## Loss trends",
         "",
@@ -258,9 +261,11 @@ def markdown_report(doc: ReportDoc) -> str:
     for t in tests:
         for row in series_rows(t):
             reruns = [str(row["reruns"] or "")] if rerun else []
+            reference = [row["reference"]] if referenced else []
             lines.append("| " + " | ".join([
                 f"`{_md_cell(t['nodeid'])}`", _md_cell(row["series"]), str(row["steps"]),
-                f"{row['start']} → {row['end']}", row["drop"], row["status"], row["outcome"],
+                f"{row['start']} → {row['end']}", *reference, row["drop"], row["status"],
+                row["outcome"],
                 *reruns, _md_cell(row["why"]), sparkline(row["losses"], 24),
             ]) + " |")
     failing = [t for t in tests if t.get("outcome") == "failed"]

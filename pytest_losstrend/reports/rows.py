@@ -56,6 +56,8 @@ class SeriesRow(TypedDict):
     end: str
     drop: str
     status: str
+    #: The reference level the series was judged against ("-": none).
+    reference: str
     #: A loss_fails test's judged series that failed, as expected.
     expected: bool
     outcome: str
@@ -90,6 +92,7 @@ def series_rows(result: TestResult) -> list[SeriesRow]:
         rows.append({
             "series": name, "steps": len(s["losses"]), "start": _g(st.get("start")),
             "end": _g(st.get("end")), "drop": _drop(st.get("drop")), "status": status,
+            "reference": _g(s["reference"]["value"]) if "reference" in s else "-",
             "expected": judged and result.get("marker") == "loss_fails"
             and v["status"] == "fail",
             "outcome": outcome_word(result), "reruns": int(result.get("reruns") or 0),

@@ -54,6 +54,7 @@ __all__ = [
     "MachineData",
     "MutantResult",
     "MutationScore",
+    "ReferenceData",
     "ReportDoc",
     "SeriesResult",
     "TestRecord",
@@ -151,12 +152,30 @@ class Environment(MachineData):
     device: str
 
 
-class SeriesResult(TypedDict):
-    """One recorded series of a test: its losses (floats; see the module's note on non-finite
-    ones) and its verdict."""
+class _ReferenceFields(TypedDict):
+    value: float
+    how: str
 
+
+class ReferenceData(_ReferenceFields, total=False):
+    """The reference level a series was judged against (a series' ``reference``): its
+    ``value`` in loss units, ``how`` it was derived ("the entropy of the label frequencies
+    ...", or the criterion's number) and, when derived from targets, their ``source`` ("the
+    1437 training targets given to fit()")."""
+
+    source: str
+
+
+class _SeriesFields(TypedDict):
     losses: list[float]
     verdict: VerdictData
+
+
+class SeriesResult(_SeriesFields, total=False):
+    """One recorded series of a test: its losses (floats; see the module's note on non-finite
+    ones), its verdict and, when one applied, the ``reference`` level it was judged against."""
+
+    reference: ReferenceData
 
 
 class MutationScore(TypedDict):
