@@ -251,6 +251,12 @@ def test_targets_that_do_not_fit_the_loss_give_none() -> None:
     assert reference_for(nn.MSELoss(), [1.0, float("nan")]) is None
     assert reference_for(nn.MSELoss(), []) is None
     assert reference_for(nn.MSELoss(), ["a", "b"]) is None
+    # A tensor that holds no values: no level, and watch goes on.
+    meta = torch.empty(4, 1, device="meta")
+    assert reference_for(nn.MSELoss(), meta) is None
+    lt = Recorder()
+    lt.watch(nn.Linear(2, 1), None, loss_fn=nn.MSELoss(), batch=(torch.empty(4, 2), meta))
+    assert lt.references == {}
 
 
 def test_targets_with_a_graph_are_read_without_keeping_it() -> None:

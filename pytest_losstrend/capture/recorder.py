@@ -428,7 +428,7 @@ class Recorder:
             if targets is None:
                 raise ValueError("no targets")
             y = targets_to_numpy(targets)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RuntimeError, NotImplementedError):
             self._references[series] = _ReferenceEntry(by, None, "")
             return None
         rows = int(y.shape[0]) if y.ndim else 1

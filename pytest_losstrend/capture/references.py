@@ -121,7 +121,9 @@ def reference_for(loss: Any, targets: Any) -> Reference | None:
         if canonical == "smooth_l1":
             return _smooth_l1(y, float(options.get("beta", 1.0)))
         return reference_level(canonical, y, delta=float(options.get("delta", 1.0)))
-    except (_Unknown, ValueError, TypeError):
+    except (_Unknown, ValueError, TypeError, AttributeError, RuntimeError, NotImplementedError):
+        # A tensor that holds no values (symbolic, on the meta device) or an object that only
+        # looks like a known loss: no level, and the run it belongs to goes on.
         return None
 
 
