@@ -33,7 +33,6 @@ from pytest_losstrend.capture.recorder import LossTrendStop, Recorder
 from pytest_losstrend.capture.seeding import seed_everything
 from pytest_losstrend.catalogue import scenarios_keras, scenarios_torch
 from pytest_losstrend.verdict.criteria import Criteria
-from pytest_losstrend.verdict.reference import resolve_reference
 from pytest_losstrend.verdict.result import Verdict
 from pytest_losstrend.verdict.trend import judge
 
@@ -316,7 +315,8 @@ class ScenarioRun:
             return self.verdict
         evidence: Evidence | None = self.lt.evidence if use_evidence else None
         ctx = context_for(series, self.criteria.series, self.verdict, evidence=evidence,
-                          warnings=self.warnings)
+                          warnings=self.warnings,
+                          judgment=self.lt.judgment(self.criteria, verdict=self.verdict))
         return with_diagnoses(self.verdict, builtin_diagnoses(ctx))
 
 
@@ -350,9 +350,8 @@ def execute(scenario: Scenario, *, bad: bool, seed: int, fail_fast: bool = True)
         verdict = replace(stop.verdict, diagnoses=())
         crit = crit.merged(series=stop.series)
     else:
-        # A reference the scenario's criteria set (a number) applies, as in check().
-        verdict = judge(lt.array(crit.series), crit, resolve_reference(crit.reference, None)) if (
-            crit.series in lt.series_names) else lt.check()
+        verdict = (judge(lt.array(crit.series), crit, lt.resolved_reference(crit))
+                   if crit.series in lt.series_names else lt.check())
     if verdict.status == "fail" and lt.evidence is not None and lt.evidence.sharpness is None:
         with warnings.catch_warnings():
             # The loss on the watched batch repeats the run's own warnings (a broadcast):
