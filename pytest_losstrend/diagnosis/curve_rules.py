@@ -395,7 +395,8 @@ def rule_chance_level(ctx: DiagnosisContext) -> list[Diagnosis]:
     up, started far above the reference, or ``watch`` saw the weights move (a typical
     update/weight ratio of 1e-4 or more). Then ``chance_level``: 0.6, or 0.4 when the curve
     names a root (the symptom, then), with a fix that checks what makes a model learn nothing
-    from its inputs.
+    from its inputs. Where ``watch`` saw probabilities fed to a loss that expects logits, the
+    root is that pairing's flat loss surface: ``plateau`` (0.7) with the pairing's fix.
     """
     verdict = ctx.verdict
     st = verdict.stats
@@ -427,6 +428,20 @@ def rule_chance_level(ctx: DiagnosisContext) -> list[Diagnosis]:
             "require grad (trainable=True), that the weights are not all initialised to the "
             "same value (zeros), and that the learning rate is not ~0; watch() the model to see "
             "which parameters do not move",
+        ))
+    # The watcher saw the loss/activation pairing that flattens the loss surface (a softmax
+    # fed to a loss that applies its own): the run is stuck on a plateau, not blind to its
+    # inputs.
+    pairing = [n for n in (ctx.evidence.notes if ctx.evidence is not None else [])
+               if "expects logits" in n]
+    if pairing and not blow:
+        out.append(Diagnosis(
+            "plateau", 0.7,
+            f"ended at {fmt_level(end)}, {end / ref:.3g}x the reference level "
+            f"{fmt_level(ref)}, on the flat loss surface of a double squashing: "
+            + "; ".join(pairing),
+            "feed the loss logits (drop the softmax or sigmoid before it), or use the loss "
+            "made for probabilities (NLLLoss on log-probabilities; from_logits=False in Keras)",
         ))
     conf = 0.4 if (blow or far or out) else 0.6
     out.append(Diagnosis(
