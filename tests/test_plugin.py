@@ -327,7 +327,7 @@ def test_failure_message_content(lt_pytester: pytest.Pytester) -> None:
             " 80 points",
             "*  curve:    * (* .. *)",
             "*  criteria: series=train min_drop=0.2 below=None tolerance=0.1 warmup=0"
-            " min_points=8 seeds=1 inconclusive=skip reference=auto",
+            " min_points=8 seeds=1 inconclusive=skip reference=auto capture=True allow=[]",
             "*  seed:     3 (rerun: pytest '*::test_*' --losstrend-seed=3)",
         ]
     )

@@ -11,6 +11,10 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, TypedDict, cast
 
 INCONCLUSIVE_OUTCOMES = ("fail", "skip", "pass")
+#: The training invariants (DESIGN.md): a broken one fails the test even when the loss falls,
+#: unless the test allows it by name (``allow=("params_not_in_optimizer",)``).
+INVARIANT_NAMES = ("stale_gradients", "params_not_in_optimizer", "params_unchanged",
+                   "shape_mismatch", "negative_loss", "zero_gradients")
 # A loss this many times the first positive value among the first few has diverged: no healthy
 # run gets there. The verdict fails on it, and ``record`` stops a marked test when it is passed.
 DIVERGENCE_BOUND = 1e4
@@ -34,6 +38,8 @@ class CriteriaData(TypedDict):
     seeds: int
     inconclusive: str
     reference: float | str | None
+    capture: bool
+    allow: list[str]
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,10 @@ class Criteria:
             the best constant predictor on the run's targets, where the loss and the targets
             are known, as ``fit``, ``watch(loss_fn=, batch=)`` and ``set_reference`` know
             them) or None (off).
+        capture: record the loss and watch the training automatically when the test records
+            nothing itself (default True; ``--losstrend-capture=off`` turns it off for a run).
+        allow: training invariants the test breaks on purpose, by name (see
+            ``INVARIANT_NAMES``): they are reported, but do not fail the test.
     """
 
     series: str = "train"
@@ -70,12 +80,16 @@ class Criteria:
     seeds: int = 1
     inconclusive: str = "skip"
     reference: float | str | None = "auto"
+    capture: bool = True
+    allow: tuple[str, ...] = ()
 
     def as_dict(self) -> CriteriaData:
         """The criteria as plain JSON-able data."""
         # asdict writes the fields as declared; CriteriaData names the same ones
         # (tests/test_schema_types.py holds the two together).
-        return cast(CriteriaData, asdict(self))
+        data = asdict(self)
+        data["allow"] = list(self.allow)
+        return cast(CriteriaData, data)
 
     def merged(self, **overrides: Any) -> Criteria:
         """A copy with ``overrides`` validated and applied."""
@@ -153,6 +167,21 @@ def validate_criteria(raw: dict[str, Any]) -> dict[str, Any]:
                                     "or None")
             v = _number(name, value)
             out[name] = v
+        elif name == "capture":
+            if not isinstance(value, bool):
+                raise CriteriaError(f"criterion capture={value!r}: expected True or False")
+            out[name] = value
+        elif name == "allow":
+            names = (value,) if isinstance(value, str) else value
+            if not isinstance(names, (tuple, list)) or not all(isinstance(v, str) for v in names):
+                raise CriteriaError(f"criterion allow={value!r}: expected a tuple of invariant "
+                                    f"names ({', '.join(INVARIANT_NAMES)})")
+            unknown_inv = [v for v in names if v not in INVARIANT_NAMES]
+            if unknown_inv:
+                raise CriteriaError(f"criterion allow: unknown invariant "
+                                    f"{', '.join(map(repr, unknown_inv))}; known: "
+                                    f"{', '.join(INVARIANT_NAMES)}")
+            out[name] = tuple(names)
         elif name == "inconclusive":
             if value not in INCONCLUSIVE_OUTCOMES:
                 raise CriteriaError(
