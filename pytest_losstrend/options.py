@@ -64,6 +64,15 @@ def _parse_percent(value: str) -> float:
     return pct
 
 
+def _parse_on_off(value: str) -> bool:
+    word = value.strip().lower()
+    if word in ("on", "true", "yes", "1"):
+        return True
+    if word in ("off", "false", "no", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected on or off, got {value!r}")
+
+
 class _HelpEscaping:
     """An option group whose help texts are taken literally.
 
@@ -185,6 +194,20 @@ def add_options(parser: pytest.Parser) -> None:
         default=None,
         help="Folder of the baseline files, relative to the rootdir (default: .losstrend).",
     )
+    group.addoption(
+        "--losstrend-capture",
+        dest="losstrend_capture",
+        metavar="on|off",
+        type=_parse_on_off,
+        default=None,
+        help="Automatic capture for marked tests that record nothing themselves: the loss of "
+        "each torch backward() (grouped per optimizer step) or Keras fit, and the training "
+        "watched for diagnosis. Default: on. A marker's capture=True/False beats it.",
+    )
+    parser.addini(
+        "losstrend_capture", type="string", default="on",
+        help="Automatic capture for marked tests, on or off (as --losstrend-capture).",
+    )
     parser.addini(
         "losstrend_save", type="string", default="",
         help="Save baselines under this name (as --losstrend-save=NAME).",
@@ -263,6 +286,9 @@ class Settings:
     catalogue: bool
     #: The baseline settings, files loaded (None: nothing saved or compared).
     baselines: BaselineSettings | None
+    #: ``--losstrend-capture``: automatic capture for marked tests that record nothing
+    #: themselves (a marker's explicit ``capture=`` beats it).
+    capture: bool = True
 
 
 def resolve_settings(config: pytest.Config) -> Settings:
@@ -312,6 +338,12 @@ def resolve_settings(config: pytest.Config) -> Settings:
             fail_under = _parse_percent(str(config.getini("losstrend_mutate_fail_under")))
         except argparse.ArgumentTypeError as exc:
             raise pytest.UsageError(f"ini option losstrend_mutate_fail_under: {exc}") from None
+    capture = config.getoption("losstrend_capture", None)
+    if capture is None:
+        try:
+            capture = _parse_on_off(str(config.getini("losstrend_capture")))
+        except argparse.ArgumentTypeError as exc:
+            raise pytest.UsageError(f"ini option losstrend_capture: {exc}") from None
     baselines: BaselineSettings | None
     workerinput = getattr(config, "workerinput", None)
     sent = workerinput.get("losstrend") if isinstance(workerinput, dict) else None
@@ -339,7 +371,7 @@ def resolve_settings(config: pytest.Config) -> Settings:
         except BaselineError as exc:
             raise pytest.UsageError(f"losstrend: {exc}") from None
     return Settings(seed=seed, reports=reports, mutate=bool(mutate), fail_under=fail_under,
-                    catalogue=bool(catalogue), baselines=baselines)
+                    catalogue=bool(catalogue), baselines=baselines, capture=bool(capture))
 
 
 def _check_report_paths(

@@ -87,8 +87,13 @@ def judge_item(
     if lt is None or (not fixture_requested and not lt.series_names):
         verdict = Verdict(
             "fail",
-            "the test did not use the losstrend fixture, so nothing was recorded; add a "
-            "`losstrend` argument and call losstrend.record(loss) once per optimizer step",
+            "the test did not use the losstrend fixture, so nothing was recorded"
+            + (" (automatic capture is off: capture=False or --losstrend-capture=off)"
+               if not capture_on(item, item.get_closest_marker(marker) or pytest.mark.x.mark,
+                                 crit)
+               else " (automatic capture saw no torch backward() or Keras fit)")
+            + "; add a `losstrend` argument and call losstrend.record(loss) once per "
+            "optimizer step",
             "empty",
         )
     elif stop is not None:
@@ -204,12 +209,15 @@ def judge_call(item: pytest.Item, name: str, mark: pytest.Mark) -> Generator[Non
     # The test's warnings are recorded (under the filters in force, so "error" still raises
     # in the test) for the diagnosis, then re-emitted for pytest's own warnings summary.
     caught: list[warnings.WarningMessage] = []
+    capture = _start_capture(item, lt, mark, crit)
     try:
         with warnings.catch_warnings(record=True) as recording:
             try:
                 result = yield
             finally:
                 caught = list(recording or [])
+                if capture is not None:
+                    _end_capture(capture, lt)
     except LossTrendStop as exc:
         body = _body_error(exc, LossTrendStop)
         if body is None:
@@ -269,6 +277,42 @@ def judge_call(item: pytest.Item, name: str, mark: pytest.Mark) -> Generator[Non
     if action == "skip":
         pytest.skip(message)
     return result
+
+
+def capture_on(item: pytest.Item, mark: pytest.Mark, crit: Criteria) -> bool:
+    """Whether automatic capture runs for a marked test: the marker's own ``capture=`` beats
+    ``--losstrend-capture``, which beats the ini option ``losstrend_capture``."""
+    if "capture" in mark.kwargs:
+        return bool(crit.capture)
+    return bool(item.config.stash[_CONFIG_KEY].capture)
+
+
+def _start_capture(item: pytest.Item, lt: LossTrend | None, mark: pytest.Mark,
+                   crit: Criteria) -> Any:
+    """Start automatic capture into a staging recorder for the call phase (None when off)."""
+    if lt is None or not capture_on(item, mark, crit):
+        return None
+    from pytest_losstrend.capture.auto import AutoCapture
+    from pytest_losstrend.capture.recorder import Recorder
+
+    staging = Recorder(lt.criteria, fail_fast=lt.fail_fast, seed=lt.seed,
+                       base_seed=lt.base_seed, nodeid=lt.nodeid, marker=lt.marker)
+    capture = AutoCapture(staging, owner=lt)
+    try:
+        return capture.start()
+    except BaseException:
+        capture.stop()
+        raise
+
+
+def _end_capture(capture: Any, lt: LossTrend | None) -> None:
+    """Stop automatic capture (everything patched is restored) and let the test's recorder
+    adopt what it captured when the test recorded nothing itself."""
+    try:
+        capture.stop()
+    finally:
+        if lt is not None:
+            lt.adopt(capture.recorder)
 
 
 def _body_error(stop: BaseException, stop_type: type[BaseException]) -> BaseException | None:

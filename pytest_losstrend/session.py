@@ -115,6 +115,8 @@ class LossTrendSession:
         self.unrequested: set[str] = set()
         #: --losstrend-mutate, and the score under which the session fails (None: never).
         self.mutate = False
+        #: ``--losstrend-capture`` (ini ``losstrend_capture``): automatic capture is on.
+        self.capture = True
         self.fail_under: float | None = None
         #: Node ids of mutated tests scoring below ``fail_under`` (controller side).
         self.below: list[str] = []
@@ -258,6 +260,7 @@ def start_session(config: pytest.Config, settings: Settings) -> LossTrendSession
     session.mutate = settings.mutate
     session.fail_under = settings.fail_under
     session.baselines = settings.baselines
+    session.capture = settings.capture
     config.stash[_CONFIG_KEY] = session
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistHooks(session), "losstrend-xdist")

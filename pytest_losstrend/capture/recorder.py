@@ -517,6 +517,32 @@ class Recorder:
             self.framework = watcher.evidence.framework
         return model
 
+    def adopt(self, staging: Recorder) -> bool:
+        """Take what automatic capture recorded into ``staging`` as this recorder's own: its
+        series, reference levels, watchers and evidence, its framework and its stop. Done only
+        when this recorder recorded nothing itself (a test that calls ``record`` keeps full
+        control); otherwise ``staging``'s watchers are finished and its series dropped.
+        Returns whether the captured series were taken.
+
+        Example:
+            >>> losstrend.adopt(staging)   # after automatic capture stopped
+            True
+        """
+        if self._series:
+            staging.finish_watching()
+            return False
+        self._series = staging._series
+        for name, entry in staging._references.items():
+            self._references.setdefault(name, entry)
+        if self.evidence is None:
+            self.evidence = staging.evidence
+        self._watchers.extend(staging._watchers)
+        if self.framework is None:
+            self.framework = staging.framework
+        if self.stopped is None:
+            self.stopped = staging.stopped
+        return bool(self._series)
+
     def finish_watching(self) -> None:
         """Stop watching: remove hooks and complete the evidence (idempotent)."""
         for w in self._watchers:
