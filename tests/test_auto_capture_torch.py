@@ -1,0 +1,215 @@
+"""The marker alone: torch training that records nothing itself is captured and judged.
+
+Real tiny models on scikit-learn's diabetes data, run as inner test sessions; what was captured
+is read back from the JSON report.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import sklearn.datasets  # noqa: F401  (imported before pytester snapshots sys.modules)
+
+INNER = '''
+import pytest
+import torch
+from sklearn.datasets import load_diabetes
+
+_x, _y = load_diabetes(return_X_y=True)
+X = torch.tensor((_x - _x.mean(0)) / _x.std(0), dtype=torch.float32)
+Y = torch.tensor((_y - _y.mean()) / _y.std(), dtype=torch.float32)[:, None]
+ORIGINAL = torch.Tensor.backward
+
+
+def loop(lr=0.05, steps=60, accum=1, scaler=None):
+    model = torch.nn.Sequential(torch.nn.Linear(10, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    for _ in range(steps):
+        opt.zero_grad()
+        for _ in range(accum):
+            idx = torch.randint(0, len(X), (32,))
+            loss = torch.nn.functional.mse_loss(model(X[idx]), Y[idx])
+            if scaler is None:
+                loss.backward()
+            else:
+                scaler.scale(loss).backward()
+        if scaler is None:
+            opt.step()
+        else:
+            scaler.step(opt)
+            scaler.update()
+
+
+@pytest.mark.loss_decreases
+def test_plain():
+    loop()
+
+
+@pytest.mark.loss_decreases
+def test_lr_x100():
+    loop(lr=5.0)
+
+
+@pytest.mark.loss_decreases
+def test_manual_sgd():
+    w = torch.zeros(10, 1, requires_grad=True)
+    for _ in range(50):
+        loss = ((X @ w - Y) ** 2).mean()
+        loss.backward()
+        with torch.no_grad():
+            w -= 0.05 * w.grad
+            w.grad = None
+
+
+@pytest.mark.loss_decreases
+def test_accumulation():
+    loop(steps=40, accum=4)
+
+
+@pytest.mark.loss_decreases
+def test_grad_scaler():
+    try:
+        scaler = torch.amp.GradScaler("cpu", init_scale=4096.0, enabled=True)
+    except Exception as exc:
+        pytest.skip(f"no GradScaler on the CPU here: {exc}")
+    loop(scaler=scaler)
+
+
+@pytest.mark.loss_decreases
+def test_records_itself(losstrend):
+    loop(steps=20)
+    losstrend.record([5.0, 4.0, 3.5, 3.0, 2.5, 2.0, 1.8, 1.6, 1.5, 1.4])
+
+
+@pytest.mark.loss_decreases
+def test_raises():
+    loop(steps=5)
+    raise RuntimeError("boom")
+
+
+def test_unmarked_after_raise():
+    assert torch.Tensor.backward is ORIGINAL
+    assert torch.autograd.backward.__module__ == "torch.autograd"
+    assert not hasattr(torch.autograd.backward, "__wrapped__")
+'''
+
+
+def _run(pytester: pytest.Pytester, *args: str) -> tuple[Any, dict[str, Any]]:
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider",
+                                          "--losstrend-report=json:r.json", *args)
+    doc = json.loads((pytester.path / "r.json").read_text())
+    return result, {t["nodeid"].split("::")[-1]: t for t in doc["tests"]}
+
+
+def test_marker_alone_captures_torch(lt_pytester: pytest.Pytester) -> None:
+    lt_pytester.makepyfile(test_inner=INNER)
+    result, tests = _run(lt_pytester)
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("passed", 0) >= 5, result.stdout.str()
+
+    plain = tests["test_plain"]
+    assert plain["outcome"] == "passed"
+    assert plain["framework"] == "torch"
+    assert len(plain["series"]["train"]["losses"]) == 60
+    # The model that ran was watched: its optimizer's steps were seen.
+    assert plain["evidence"]["optimizer_steps"] == 60
+
+    high = tests["test_lr_x100"]
+    assert high["outcome"] == "failed"
+    assert high["diagnoses"][0]["cause"] == "lr_too_high"
+
+    manual = tests["test_manual_sgd"]
+    assert manual["outcome"] == "passed"
+    assert len(manual["series"]["train"]["losses"]) == 50  # one point per backward
+
+    accum = tests["test_accumulation"]
+    assert accum["outcome"] == "passed"
+    assert len(accum["series"]["train"]["losses"]) == 40  # one point per step of 4 backward
+
+    scaled = tests["test_grad_scaler"]
+    if scaled["outcome"] != "skipped":
+        losses = scaled["series"]["train"]["losses"]
+        assert len(losses) == 60
+        # Unscaled: the standardized target's MSE starts near 1, not near 4096.
+        assert max(losses) < 10, losses[:5]
+        assert scaled["outcome"] == "passed"
+
+    own = tests["test_records_itself"]
+    assert own["series"]["train"]["losses"][0] == 5.0
+    assert len(own["series"]["train"]["losses"]) == 10
+
+    raised = tests["test_raises"]
+    assert raised["outcome"] == "failed"
+    assert "boom" in result.stdout.str()
+    assert len(raised["series"]["train"]["losses"]) == 5
+    assert "test_unmarked_after_raise" not in tests  # unmarked and unrecorded: not reported
+    assert outcomes.get("failed") == 2, result.stdout.str()
+
+
+OFF = '''
+import pytest
+import torch
+
+X = torch.linspace(-1, 1, 64)[:, None]
+
+
+def train():
+    model = torch.nn.Linear(1, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(30):
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(model(X), 3 * X).backward()
+        opt.step()
+
+
+@pytest.mark.loss_decreases{marker}
+def test_train():
+    assert (torch.Tensor.backward.__module__ == "torch._tensor") is {unpatched}
+    train()
+'''
+
+
+@pytest.mark.parametrize(
+    ("marker", "args", "ini", "captured"),
+    [
+        ("(capture=False)", (), "", False),
+        ("", ("--losstrend-capture=off",), "", False),
+        ("", (), "losstrend_capture = off", False),
+        ("(capture=True)", ("--losstrend-capture=off",), "", True),
+        ("", ("--losstrend-capture=on",), "losstrend_capture = off", True),
+    ],
+    ids=["marker-off", "cli-off", "ini-off", "marker-beats-cli", "cli-beats-ini"],
+)
+def test_capture_switches(lt_pytester: pytest.Pytester, marker: str, args: tuple[str, ...],
+                          ini: str, captured: bool) -> None:
+    lt_pytester.makepyfile(test_inner=OFF.format(marker=marker, unpatched=not captured))
+    if ini:
+        lt_pytester.makeini(f"[pytest]\n{ini}\n")
+    result = lt_pytester.runpytest_inprocess("-p", "no:cacheprovider", *args)
+    if captured:
+        result.assert_outcomes(passed=1)
+    else:
+        result.assert_outcomes(failed=1)
+        result.stdout.fnmatch_lines(["*nothing was recorded (automatic capture is off*"])
+
+
+def test_bad_capture_value_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_inner="def test_x():\n    pass\n")
+    result = pytester.runpytest_inprocess("--losstrend-capture=maybe")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "expected on or off" in result.stderr.str()
+
+
+def test_capture_under_xdist(lt_pytester: pytest.Pytester) -> None:
+    lt_pytester.makepyfile(test_inner=INNER)
+    result = lt_pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider",
+                                              "--losstrend-report=json:r.json")
+    doc = json.loads((lt_pytester.path / "r.json").read_text())
+    tests = {t["nodeid"].split("::")[-1]: t for t in doc["tests"]}
+    assert tests["test_plain"]["outcome"] == "passed", result.stdout.str()
+    assert len(tests["test_plain"]["series"]["train"]["losses"]) == 60
+    assert tests["test_lr_x100"]["diagnoses"][0]["cause"] == "lr_too_high"
+    assert len(tests["test_accumulation"]["series"]["train"]["losses"]) == 40
+    assert "failed" in result.stdout.str() and "2 failed" in result.stdout.str()
