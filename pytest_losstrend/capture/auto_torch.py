@@ -55,7 +55,8 @@ class TorchCapture:
         >>> train(); undo()
     """
 
-    def __init__(self, recorder: Recorder, *, owner: Recorder | None = None) -> None:
+    def __init__(self, recorder: Recorder, *, owner: Recorder | None = None,
+                 watch: bool = True) -> None:
         self.recorder = recorder
         self.owner = owner
         self.active = False
@@ -67,9 +68,11 @@ class TorchCapture:
         self._scaled: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._seen: dict[int, nn.Module] = {}
         self._seen_handle: Any = None
-        self._watched = False
+        # watch=False: the loss alone (no forward hook, no watcher).
+        self._watched = not watch
         self._optimizers: set[int] = set()
         self._holders: list[nn.Module] = []
+        self._watched_off = not watch
 
     # -- install / undo ---------------------------------------------------------------------
 
@@ -122,7 +125,9 @@ class TorchCapture:
         if orig_scale is not None:
             scaler_cls.scale = scale
         post = register_optimizer_step_post_hook(self._post_step)
-        self._seen_handle = nn.modules.module.register_module_forward_pre_hook(self._see_module)
+        if not self._watched:
+            self._seen_handle = nn.modules.module.register_module_forward_pre_hook(
+                self._see_module)
         self.active = True
         if self.recorder.framework is None:
             self.recorder.framework = "torch"
@@ -155,14 +160,16 @@ class TorchCapture:
         """One backward on ``t``: keep its value (unscaled) until the optimizer steps."""
         if not isinstance(t, torch.Tensor) or t.numel() != 1:
             return
+        src = t
         if self._scaled:
             hit = self._scaled.pop(id(t), None)
-            src = hit[1] if hit is not None and hit[0] is t else t.detach()
-        else:
-            src = t.detach()
+            if hit is not None and hit[0] is t:
+                src = hit[1]
         if not self._watched:
             self._watch_models()
-        v: Any = src.item() if src.device.type == "cpu" else src.reshape(())
+        # item() reads a CPU value without a copy of the graph (no detach needed); an
+        # accelerator's value stays on its device, detached, until the recorder's chunk.
+        v: Any = src.item() if src.is_cpu else src.detach().reshape(())
         if self._manual:
             self._record(v)
             return
@@ -180,7 +187,7 @@ class TorchCapture:
             self._steps += 1
             self._manual = False
             pending, self._pending = self._pending, []
-        if id(opt) not in self._optimizers:
+        if id(opt) not in self._optimizers and not self._watched_off:
             self._optimizers.add(id(opt))
             self._watch_optimizer(opt)
         if self._scaled:

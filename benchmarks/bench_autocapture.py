@@ -1,0 +1,137 @@
+"""Measure what automatic capture (the marker alone, issue 12) costs a tiny torch loop.
+
+Usage::
+
+    python benchmarks/bench_autocapture.py [--rounds N] [--json out.json]
+
+The loop: ``nn.Linear(10, 1)``, batch 32, MSE, SGD, 2000 steps, one thread, as in
+``bench_watch.py``. Variants, run interleaved in one process with the order rotating every
+round, each timed from before capture starts to after it stopped (the undo, the pending values
+recorded, the watcher finished):
+
+- ``bare``: no capture;
+- ``bare (A/A)``: the same loop again, the noise floor;
+- ``capture``: the loss of each backward recorded, grouped per optimizer step, no watcher
+  (``TorchCapture(watch=False)``);
+- ``capture + watch``: what a marked test gets: the loss, and the model watched (sampled steps).
+
+Reported: the median and interquartile range of the per-round wall-time ratios to ``bare``.
+Targets: capture <= 1.05x, capture + watch <= 1.10x. The exit status is 1 when one is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+STEPS = 2000
+BATCH = 32
+TARGETS = {"capture": 1.05, "capture + watch": 1.10}
+
+
+def make_loop() -> Callable[[], None]:
+    """The tiny loop over fixed data (the same every call)."""
+    import torch
+
+    torch.manual_seed(0)
+    x = torch.randn(4096, 10)
+    y = x @ torch.randn(10, 1) + 0.1 * torch.randn(4096, 1)
+    batches = [(x[i:i + BATCH], y[i:i + BATCH])
+               for i in range(0, STEPS * BATCH % 4096 or 4096, BATCH)]
+
+    def loop() -> None:
+        model = torch.nn.Linear(10, 1)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        for step in range(STEPS):
+            xb, yb = batches[step % len(batches)]
+            opt.zero_grad()
+            loss = torch.nn.functional.mse_loss(model(xb), yb)
+            loss.backward()
+            opt.step()
+
+    return loop
+
+
+def variant(name: str, loop: Callable[[], None]) -> Callable[[], None]:
+    """The loop under one variant, capture started and stopped inside the timed call."""
+    from pytest_losstrend.capture.auto_torch import TorchCapture
+    from pytest_losstrend.capture.recorder import Recorder
+
+    if name.startswith("bare"):
+        return loop
+
+    def run() -> None:
+        rec = Recorder()
+        cap = TorchCapture(rec, watch=name != "capture")
+        undo = cap.install()
+        try:
+            loop()
+        finally:
+            undo()
+            rec.finish_watching()
+        assert len(rec.losses()) == STEPS
+
+    return run
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    """Wall time of one call, with the garbage collector off."""
+    gc.collect()
+    gc.disable()
+    try:
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+    finally:
+        gc.enable()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the comparison and print a markdown table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)
+    loop = make_loop()
+    names = ["bare", "bare (A/A)", "capture", "capture + watch"]
+    fns = {n: variant(n, loop) for n in names}
+    for n in names:  # warm-up
+        fns[n]()
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(args.rounds):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for n in order:
+            times[n].append(timed(fns[n]))
+    ok = True
+    lines = ["| variant | median time (ms) | ratio to bare, median | IQR |", "|---|---|---|---|"]
+    data: dict[str, Any] = {}
+    for n in names:
+        ratios = [t / b for t, b in zip(times[n], times["bare"], strict=True)]
+        q1, q2, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
+        med_ms = 1000 * statistics.median(times[n])
+        target = TARGETS.get(n)
+        if target is not None and q2 > target:
+            ok = False
+        mark = "" if target is None else f" (target <= {target:.2f})"
+        lines.append(f"| {n} | {med_ms:.1f} | {q2:.3f}{mark} | {q1:.3f}-{q3:.3f} |")
+        data[n] = {"median_ms": med_ms, "ratio": q2, "iqr": [q1, q3]}
+    print(f"### Automatic capture: {STEPS} steps of Linear(10, 1), batch {BATCH}, "
+          f"{args.rounds} interleaved rounds\n")
+    print("\n".join(lines))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
