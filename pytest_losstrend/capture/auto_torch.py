@@ -83,7 +83,7 @@ class TorchCapture:
             >>> undo = TorchCapture(staging).install()
         """
         cap = self
-        orig_tensor_backward = torch.Tensor.backward
+        orig_tensor_backward: Callable[..., Any] = torch.Tensor.backward
         orig_autograd_backward = torch.autograd.backward
         scaler_cls: Any = getattr(getattr(torch, "amp", None), "GradScaler", None)
         orig_scale = scaler_cls.__dict__.get("scale") if scaler_cls is not None else None
