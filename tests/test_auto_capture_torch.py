@@ -64,6 +64,16 @@ def test_manual_sgd():
 
 
 @pytest.mark.loss_decreases
+def test_autograd_backward():
+    model = torch.nn.Linear(10, 1)
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    for _ in range(30):
+        opt.zero_grad()
+        torch.autograd.backward(torch.nn.functional.mse_loss(model(X), Y))
+        opt.step()
+
+
+@pytest.mark.loss_decreases
 def test_accumulation():
     loop(steps=40, accum=4)
 
@@ -123,6 +133,11 @@ def test_marker_alone_captures_torch(lt_pytester: pytest.Pytester) -> None:
     manual = tests["test_manual_sgd"]
     assert manual["outcome"] == "passed"
     assert len(manual["series"]["train"]["losses"]) == 50  # one point per backward
+
+    # torch.autograd.backward called directly: recorded once per call, as Tensor.backward is.
+    direct = tests["test_autograd_backward"]
+    assert direct["outcome"] == "passed"
+    assert len(direct["series"]["train"]["losses"]) == 30
 
     accum = tests["test_accumulation"]
     assert accum["outcome"] == "passed"
