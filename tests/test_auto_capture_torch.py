@@ -228,3 +228,35 @@ def test_capture_under_xdist(lt_pytester: pytest.Pytester) -> None:
     assert tests["test_lr_x100"]["diagnoses"][0]["cause"] == "lr_too_high"
     assert len(tests["test_accumulation"]["series"]["train"]["losses"]) == 40
     assert "failed" in result.stdout.str() and "2 failed" in result.stdout.str()
+
+
+def test_capture_restores_on_interrupt_and_counts_threads() -> None:
+    """Backward calls from several threads are each recorded once (Tensor.backward calls
+    torch.autograd.backward: not twice), and everything patched is restored on Ctrl-C."""
+    import threading
+
+    import torch
+
+    from pytest_losstrend.capture.auto import AutoCapture
+    from pytest_losstrend.capture.recorder import Recorder
+
+    originals = (torch.Tensor.backward, torch.autograd.backward, torch.amp.GradScaler.scale)
+    rec = Recorder()
+
+    def work() -> None:
+        w = torch.zeros(3, requires_grad=True)
+        for _ in range(10):
+            ((w - 1.0) ** 2).sum().backward()
+
+    with pytest.raises(KeyboardInterrupt), AutoCapture(rec):
+        assert torch.Tensor.backward is not originals[0]
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        raise KeyboardInterrupt
+    assert (torch.Tensor.backward, torch.autograd.backward,
+            torch.amp.GradScaler.scale) == originals
+    assert len(rec.losses()) == 40
+    assert rec.framework == "torch"
