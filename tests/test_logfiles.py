@@ -175,12 +175,12 @@ def test_a_file_without_loss_is_an_error(tmp_path: Path) -> None:
         read_log(path)
     other = tmp_path / "config.json"
     other.write_text('{"lr": 0.1}')
-    with pytest.raises(LogFileError, match="trainer_state.json"):
+    with pytest.raises(LogFileError, match=r"trainer_state\.json"):
         read_log(other)
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="nope.jsonl"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.jsonl"):
         LossTrend().record_file(tmp_path / "nope.jsonl")
 
 
