@@ -147,3 +147,65 @@ def test_pytorch_lightning_import_name() -> None:
     cb = LossTrend().lightning_callback()
     assert isinstance(cb, pl.Callback)
     assert isinstance(cb, pl_old.Callback)
+
+
+INNER = '''
+import pytest, torch, warnings
+import lightning.pytorch as pl
+from sklearn.datasets import load_digits
+
+
+class Digits(pl.LightningModule):
+    def __init__(self, lr):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(),
+                                       torch.nn.Linear(32, 10))
+        self.lr = lr
+        self.batches = 0
+
+    def training_step(self, batch, batch_idx):
+        self.batches += 1
+        x, y = batch
+        return torch.nn.functional.cross_entropy(self.net(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.lr, momentum=0.9)
+
+
+def fit(losstrend, lr):
+    x, y = load_digits(return_X_y=True)
+    ds = torch.utils.data.TensorDataset(torch.tensor(x / 16.0, dtype=torch.float32),
+                                        torch.tensor(y))
+    loader = torch.utils.data.DataLoader(ds, batch_size=32, shuffle=True)
+    module = Digits(lr)
+    trainer = pl.Trainer(max_steps=40, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         accelerator="cpu", callbacks=[losstrend.lightning_callback()])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            trainer.fit(module, loader)
+        finally:
+            open(f"batches_{lr}.txt", "w").write(str(module.batches))
+
+
+@pytest.mark.loss_decreases
+def test_healthy(losstrend):
+    fit(losstrend, 0.1)
+
+
+@pytest.mark.loss_decreases
+def test_blows_up(losstrend):
+    fit(losstrend, 1e4)
+'''
+
+
+def test_under_the_marker(pytester: pytest.Pytester) -> None:
+    """End to end: the marker passes the healthy fit and fails the diverging one, stopped by
+    ``trainer.should_stop`` well before ``max_steps``."""
+    pytester.makepyfile(test_inner=INNER)
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-W", "ignore")
+    result.assert_outcomes(passed=1, failed=1)
+    out = result.stdout.str()
+    assert "test_blows_up" in out and "the remaining steps were skipped" in out
+    assert int((pytester.path / "batches_10000.0.txt").read_text()) < 40
