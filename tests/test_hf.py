@@ -50,8 +50,16 @@ def _model() -> Any:
     return transformers.GPT2LMHeadModel(config)
 
 
+def _llama() -> Any:
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                      num_attention_heads=2, num_key_value_heads=2,
+                                      vocab_size=VOCAB, max_position_embeddings=32)
+    return transformers.LlamaForCausalLM(config)
+
+
 def _train(lt: LossTrend, tmp_path: Path, *, lr: float = 5e-3, steps: int = 40,
-           **args: Any) -> Any:
+           model: Any = None, **args: Any) -> Any:
     settings: dict[str, Any] = {
         "output_dir": str(tmp_path / "out"), "max_steps": steps, "learning_rate": lr,
         "per_device_train_batch_size": 8, "logging_steps": 1, "report_to": [],
@@ -60,7 +68,7 @@ def _train(lt: LossTrend, tmp_path: Path, *, lr: float = 5e-3, steps: int = 40,
     }
     settings.update(args)
     trainer = transformers.Trainer(
-        model=_model(), args=transformers.TrainingArguments(**settings),
+        model=model if model is not None else _model(), args=transformers.TrainingArguments(**settings),
         train_dataset=Tokens(), eval_dataset=Tokens(8, seed=0),
         callbacks=[lt.hf_callback()],
     )
@@ -122,3 +130,14 @@ def test_trainer_state_json_is_read_by_record_file(tmp_path: Path) -> None:
     assert got["eval"] == pytest.approx(lt.losses("eval"))
     # The checkpoint directory works too.
     assert LossTrend().record_file(state.parent)["train"] == pytest.approx(lt.losses())
+
+
+def test_llama_with_gradient_accumulation(tmp_path: Path) -> None:
+    """One point per optimizer step (the mean of its two accumulated batches), and it learns."""
+    lt = LossTrend()
+    trainer = _train(lt, tmp_path, model=_llama(), steps=20, gradient_accumulation_steps=2,
+                     per_device_train_batch_size=4, lr=1e-2)
+    assert trainer.state.global_step == 20
+    assert len(lt.losses()) == 20
+    verdict = lt.check()
+    assert verdict.ok, verdict.reason
