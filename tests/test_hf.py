@@ -68,7 +68,8 @@ def _train(lt: LossTrend, tmp_path: Path, *, lr: float = 5e-3, steps: int = 40,
     }
     settings.update(args)
     trainer = transformers.Trainer(
-        model=model if model is not None else _model(), args=transformers.TrainingArguments(**settings),
+        model=model if model is not None else _model(),
+        args=transformers.TrainingArguments(**settings),
         train_dataset=Tokens(), eval_dataset=Tokens(8, seed=0),
         callbacks=[lt.hf_callback()],
     )
