@@ -214,14 +214,14 @@ class KerasCapture:
         if arguments.get("sample_weight") is not None or arguments.get("class_weight"):
             return  # weights change the loss's units
         y = arguments.get("y")
-        if y is None or not hasattr(y, "__len__"):
+        if y is None or not hasattr(y, "shape") or not hasattr(y, "__len__"):
             return
         split = float(arguments.get("validation_split") or 0.0)
         train_y, val_y = y, None
         if split > 0:
             import math
 
-            at = int(math.ceil(len(y) * (1.0 - split)))
+            at = math.ceil(len(y) * (1.0 - split))
             train_y, val_y = y[:at], y[at:]
         self.recorder.offer_reference("train", None, train_y, by=BY_FIT,
                                       where="given to fit()", model=model)
