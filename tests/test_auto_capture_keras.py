@@ -253,6 +253,33 @@ def test_a_gradient_tape_loop_records_each_gradient_call(
     assert capture.optimizer_steps == 10
 
 
+def test_a_tf_function_traced_in_one_test_records_in_the_next(digits: Arrays) -> None:
+    x, y = digits
+    model, loss_fn, opt = _tape_model()
+
+    @tf.function
+    def step(xb: Any, yb: Any) -> Any:
+        with tf.GradientTape() as tape:
+            loss = loss_fn(yb, model(xb, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+        return loss
+
+    first, second = Recorder(), Recorder()
+    undo = install(first)
+    step(x[:BATCH], y[:BATCH])  # traced here, under the first capture
+    undo()
+    step(x[:BATCH], y[:BATCH])  # nothing installed: recorded nowhere
+    undo = install(second)
+    try:
+        losses = [float(step(x[:BATCH], y[:BATCH])) for _ in range(3)]
+    finally:
+        undo()
+    assert len(first.losses()) == 1
+    assert second.losses() == pytest.approx(losses, rel=1e-6)
+    assert undo.__self__.optimizer_steps == 3  # type: ignore[attr-defined]
+
+
 def test_a_non_scalar_target_is_recorded_as_its_sum(
     captured: tuple[Recorder, KerasCapture]
 ) -> None:

@@ -14,10 +14,12 @@ and its undo puts back exactly what was there:
 - ``tf.GradientTape.gradient``: the target of each call is recorded, one point per call (a
   non-scalar target as its sum, which is what TensorFlow differentiates). Inside a
   ``tf.function`` the value is read on the host by a ``tf.py_function`` each time the
-  function runs; under XLA (``jit_compile=True``) it is skipped, with a note. Calls made by
-  Keras' own ``fit`` (its ``train_step``) and by the watcher are not recorded.
-- ``keras.optimizers.Optimizer.apply_gradients``: counted (a step per outermost call, eager
-  or in a ``tf.function``, read from the optimizers' ``iterations``) into
+  function runs, into the capture installed then (a function traced in an earlier test
+  records in a later one; one first traced outside any capture is not seen); under XLA
+  (``jit_compile=True``) it is skipped, with a note. Calls made by Keras' own ``fit`` (its
+  ``train_step``) and by the watcher inside it are not recorded.
+- ``keras.optimizers.Optimizer.apply_gradients``: counted, a step per outermost call outside
+  ``fit`` (inside a ``tf.function``, each time it runs, as the tape's target is read), into
   :attr:`KerasCapture.optimizer_steps` and the recorder's evidence, when it has one.
 
 Importing this module imports neither Keras nor TensorFlow: :func:`install` does.
@@ -27,7 +29,6 @@ from __future__ import annotations
 
 import inspect
 import threading
-import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,11 @@ if TYPE_CHECKING:
 #: Per thread: how deep inside a patched ``fit`` (Keras' own tapes are not recorded there) and
 #: inside ``apply_gradients`` (a wrapping optimizer's inner call is not a second step).
 _local = threading.local()
+
+#: The installed captures, newest last. A ``tf.function`` keeps the graph it traced, and with it
+#: the host read of its tape's target: that read records into the newest capture installed when
+#: the graph runs, so a function traced in one test records in the next one too.
+_installed: list[KerasCapture] = []
 
 
 def _depth(name: str) -> int:
@@ -81,10 +87,9 @@ class KerasCapture:
         self.injected_fits = 0
         #: Why something was not captured (also put into the evidence when there is one).
         self.notes: list[str] = []
+        #: ``apply_gradients`` calls outside ``fit`` (a traced call counts each run).
+        self.optimizer_steps = 0
         self._patches: list[_Patch] = []
-        self._eager_steps = 0
-        # Optimizers seen stepping inside a tf.function: (optimizer, iterations when first seen).
-        self._traced: dict[int, tuple[weakref.ref[Any], int]] = {}
         self._stopped = False
 
     # -- installing ---------------------------------------------------------------------------
@@ -93,6 +98,7 @@ class KerasCapture:
         import keras
 
         self.active = True
+        _installed.append(self)
         self._patch_fit(keras)
         self._patch_apply_gradients(keras)
         try:
@@ -110,10 +116,11 @@ class KerasCapture:
         if not self.active:
             return
         self.active = False
+        if self in _installed:
+            _installed.remove(self)
         for patch in reversed(self._patches):
             patch.undo()
         self._patches.clear()
-        self._finish_steps()
 
     # -- notes and steps ----------------------------------------------------------------------
 
@@ -124,27 +131,6 @@ class KerasCapture:
         ev = self.recorder.evidence
         if ev is not None and message not in ev.notes:
             ev.notes.append(message)
-
-    @property
-    def optimizer_steps(self) -> int:
-        """Optimizer steps taken by ``apply_gradients`` outside ``fit`` so far."""
-        return self._eager_steps + self._traced_steps()
-
-    def _traced_steps(self) -> int:
-        total = 0
-        for ref, first in self._traced.values():
-            opt = ref()
-            if opt is not None:
-                total += max(0, _iterations(opt) - first)
-        return total
-
-    def _finish_steps(self) -> None:
-        ev = self.recorder.evidence
-        traced = self._traced_steps()
-        self._traced.clear()
-        self._eager_steps += traced
-        if ev is not None and traced:
-            ev.optimizer_steps += traced
 
     # -- Model.fit ----------------------------------------------------------------------------
 
@@ -283,21 +269,17 @@ class KerasCapture:
 
     def _record_traced(self, tf: Any, value: Any) -> None:
         """Inside a ``tf.function``: read the value on the host each time the function runs."""
-        from tensorflow.python.ops import control_flow_util
-
-        graph = tf.compat.v1.get_default_graph()
-        if control_flow_util.GraphOrParentsInXlaContext(graph):
+        if _in_xla(tf):
             self.note("tf: tape.gradient inside a jit_compile=True function is not recorded: "
                       "return the loss and record it (losstrend.record(loss))")
             return
-        capture = self
-
         def host(v: Any) -> None:
             # A stop cannot travel through the graph: the series just stops growing, and the
             # verdict at the end of the test fails it.
             from pytest_losstrend.capture.recorder import LossTrendStop
 
-            if not capture.active or capture._stopped:
+            capture = _installed[-1] if _installed else None
+            if capture is None or capture._stopped:
                 return
             capture.gradient_calls += 1
             try:
@@ -316,7 +298,7 @@ class KerasCapture:
 
         def apply_gradients(optimizer: Any, *args: Any, **kwargs: Any) -> Any:
             if capture.active and not _depth("fit") and not _depth("apply"):
-                capture._count_step(optimizer)
+                capture._count_step()
             _local.apply = _depth("apply") + 1
             try:
                 return original(optimizer, *args, **kwargs)
@@ -329,26 +311,35 @@ class KerasCapture:
         apply_gradients.__qualname__ = getattr(original, "__qualname__", "apply_gradients")
         self._patches.append(_Patch(opt_cls, "apply_gradients", apply_gradients))
 
-    def _count_step(self, optimizer: Any) -> None:
+    def _count_step(self) -> None:
         import tensorflow as tf
 
         if tf.executing_eagerly():
-            self._eager_steps += 1
-            ev = self.recorder.evidence
-            if ev is not None:
-                ev.optimizer_steps += 1
-        elif id(optimizer) not in self._traced:
-            # Traced once, run many times: count by the optimizer's own step counter.
-            with tf.init_scope():
-                first = _iterations(optimizer)
-            self._traced[id(optimizer)] = (weakref.ref(optimizer), first)
+            self._step()
+            return
+        # Traced once, run many times: count on the host each time the graph runs.
+        if _in_xla(tf):
+            self.note("tf: optimizer steps inside a jit_compile=True function are not counted")
+            return
+        tf.py_function(func=_count_installed, inp=[], Tout=[])
+
+    def _step(self) -> None:
+        self.optimizer_steps += 1
+        ev = self.recorder.evidence
+        if ev is not None:
+            ev.optimizer_steps += 1
 
 
-def _iterations(optimizer: Any) -> int:
-    try:
-        return int(optimizer.iterations.numpy())
-    except Exception:
-        return 0
+def _count_installed() -> None:
+    """One optimizer step inside a ``tf.function``, for the capture installed now."""
+    if _installed:
+        _installed[-1]._step()
+
+
+def _in_xla(tf: Any) -> bool:
+    from tensorflow.python.ops import control_flow_util
+
+    return bool(control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
 
 
 def _has_losstrend(callbacks: Any) -> bool:
