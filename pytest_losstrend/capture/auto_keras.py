@@ -28,6 +28,7 @@ Importing this module imports neither Keras nor TensorFlow: :func:`install` does
 from __future__ import annotations
 
 import inspect
+import sys
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -144,6 +145,7 @@ class KerasCapture:
         capture = self
 
         def fit(model: Any, *args: Any, **kwargs: Any) -> Any:
+            __tracebackhide__ = True  # pytest shows the user's fit call, not this frame
             if not capture.active or signature is None:
                 return original(model, *args, **kwargs)
             try:
@@ -226,6 +228,7 @@ class KerasCapture:
         capture = self
 
         def gradient(tape: Any, target: Any, *args: Any, **kwargs: Any) -> Any:
+            __tracebackhide__ = True
             out = original(tape, target, *args, **kwargs)
             if capture.active and not _depth("fit"):
                 capture._record_target(tf, target)
@@ -297,6 +300,7 @@ class KerasCapture:
         capture = self
 
         def apply_gradients(optimizer: Any, *args: Any, **kwargs: Any) -> Any:
+            __tracebackhide__ = True
             if capture.active and not _depth("fit") and not _depth("apply"):
                 capture._count_step()
             _local.apply = _depth("apply") + 1
@@ -312,9 +316,8 @@ class KerasCapture:
         self._patches.append(_Patch(opt_cls, "apply_gradients", apply_gradients))
 
     def _count_step(self) -> None:
-        import tensorflow as tf
-
-        if tf.executing_eagerly():
+        tf = sys.modules.get("tensorflow")
+        if tf is None or tf.executing_eagerly():  # another Keras backend: always eager
             self._step()
             return
         # Traced once, run many times: count on the host each time the graph runs.
