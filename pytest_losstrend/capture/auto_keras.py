@@ -126,6 +126,12 @@ class KerasCapture:
     # -- notes and steps ----------------------------------------------------------------------
 
     def note(self, message: str) -> None:
+        """Say once why something was not captured: in :attr:`notes`, and in the recorder's
+        evidence when it has one.
+
+        Example:
+            >>> capture.note("tf: a tape.gradient target was not recorded: ...")
+        """
         if message in self.notes:
             return
         self.notes.append(message)
