@@ -402,3 +402,18 @@ def test_shuffled_labels_fail_at_chance_level(digits: Arrays, seed: int) -> None
         seed)
     assert not verdict.ok, verdict.reason
     assert verdict.diagnoses[0].cause == "chance_level"
+
+
+def test_a_model_the_test_watched_itself_is_not_watched_twice(digits: Arrays) -> None:
+    x, y = digits
+    owner, staging = Recorder(), Recorder()
+    model = owner.watch(_mlp())
+    undo = install(staging, owner=owner)
+    try:
+        model.fit(x, y, epochs=EPOCHS, batch_size=BATCH, verbose=0)
+    finally:
+        undo()
+    assert staging.watchers == owner.watchers
+    assert staging.evidence is owner.evidence
+    assert owner.evidence is not None and owner.evidence.optimizer_steps == 87
+    assert len(staging.losses()) == 87

@@ -79,8 +79,9 @@ class KerasCapture:
         (0, 0)
     """
 
-    def __init__(self, recorder: Recorder) -> None:
+    def __init__(self, recorder: Recorder, owner: Recorder | None = None) -> None:
         self.recorder = recorder
+        self.owner = owner
         self.active = False
         #: Targets of ``tape.gradient`` recorded (a traced call counts each run).
         self.gradient_calls = 0
@@ -192,6 +193,7 @@ class KerasCapture:
         else:
             listed = [callbacks]
         self.recorder.framework = "keras"
+        self._share_watcher(model)
         arguments["callbacks"] = [*listed, make_callback(self.recorder, strict=False)]
         self.injected_fits += 1
         try:
@@ -199,6 +201,20 @@ class KerasCapture:
         except Exception as exc:  # a reference level is a bonus: never break the fit for it
             self.note(f"keras: no reference level from fit's targets: {exc!r:.200}")
         return True
+
+    def _share_watcher(self, model: Any) -> None:
+        """A model the test watched itself (``losstrend.watch(model)`` on ``owner``) is not
+        watched twice: the injected callback drives the test's own watcher."""
+        if self.owner is None:
+            return
+        from pytest_losstrend.capture.keras_watch import KerasWatcher
+
+        mine = self.recorder.watchers
+        for w in self.owner.watchers:
+            if isinstance(w, KerasWatcher) and w.model is model and w not in mine:
+                mine.append(w)
+                if self.recorder.evidence is None:
+                    self.recorder.evidence = w.evidence
 
     def _offer_references(self, model: Any, arguments: dict[str, Any]) -> None:
         """The train (and eval) series' reference levels from the compiled loss and ``fit``'s
@@ -362,7 +378,7 @@ def _has_losstrend(callbacks: Any) -> bool:
     return any(getattr(cb, "losstrend_recording", False) for cb in items)
 
 
-def install(recorder: Recorder) -> Callable[[], None]:
+def install(recorder: Recorder, *, owner: Recorder | None = None) -> Callable[[], None]:
     """Capture Keras ``fit`` and ``tf.GradientTape`` training into ``recorder`` until the
     returned undo is called.
 
@@ -370,7 +386,9 @@ def install(recorder: Recorder) -> Callable[[], None]:
     test. The undo restores ``keras.Model.fit``, ``tf.GradientTape.gradient`` and
     ``keras.optimizers.Optimizer.apply_gradients`` exactly as they were; it is idempotent, so
     call it on every exit path. Installs nest: undo them in the reverse order. The undo is a
-    bound method of the :class:`KerasCapture` that holds the counts and notes.
+    bound method of the :class:`KerasCapture` that holds the counts and notes. ``owner`` is
+    the test's own recorder, when there is one: a model it watches itself
+    (``losstrend.watch(model)``) keeps that one watcher, driven by the injected callback.
 
     Example:
         >>> undo = install(recorder)
@@ -381,7 +399,7 @@ def install(recorder: Recorder) -> Callable[[], None]:
         >>> len(recorder.losses()) == 3 * math.ceil(len(x) / 32)
         True
     """
-    capture = KerasCapture(recorder)
+    capture = KerasCapture(recorder, owner)
     try:
         capture.install()
     except BaseException:
