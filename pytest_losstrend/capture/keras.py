@@ -13,7 +13,8 @@ first two batches, and the one whose running mean equals the logged value both t
 with its own weights (rows, or one per batch for a Mean of batch losses). Keras passes what a
 custom ``train_step`` returns to the callbacks unchanged, so when no tracker matches, the step
 returned each batch's own loss, and it is recorded as it is. Logs without the key stop the fit
-with an error naming the keys they hold.
+with an error naming the keys they hold (the callback that automatic capture injects,
+``strict=False``, lets the fit run and leaves a note in the evidence instead).
 
 The series is recorded at the end of each epoch, so Keras can keep dispatching batch hooks
 asynchronously; a non-finite or diverging loss stops training within a batch or two, and the
@@ -108,9 +109,21 @@ def missing_key_message(loss_key: str, keys: list[str]) -> str:
 
 
 def make_callback(
-    lt: Recording, series: str = "train", eval_series: str = "eval", *, loss_key: str = "loss"
+    lt: Recording,
+    series: str = "train",
+    eval_series: str = "eval",
+    *,
+    loss_key: str = "loss",
+    strict: bool = True,
 ) -> Any:
-    """Build the recording callback for ``lt`` (see ``LossTrend.keras_callback``)."""
+    """Build the recording callback for ``lt`` (see ``LossTrend.keras_callback``).
+
+    With ``strict=False`` (automatic capture: the user never asked for it), logs without
+    ``loss_key`` record nothing and leave a note in the evidence, instead of stopping the fit.
+
+    Example:
+        >>> model.fit(x, y, callbacks=[make_callback(recorder, strict=False)], verbose=0)
+    """
     keras = _import_keras()
     loss_key = check_loss_key(loss_key)
     val_key = f"val_{loss_key}"
@@ -122,6 +135,8 @@ def make_callback(
         # training does not wait for the logs to reach the host. The hook below only appends
         # to a list (atomic under the GIL); the losses are worked out at the end of the epoch.
         async_safe = True
+        #: Tells automatic capture that a losstrend callback is in a fit's callbacks already.
+        losstrend_recording = True
 
         def __init__(self) -> None:
             super().__init__()
@@ -187,7 +202,8 @@ def make_callback(
                 if self._missing is None:
                     self._missing = sorted(logs or {})
                     # Nothing to record: stop now; the epoch's end raises the error.
-                    self.model.stop_training = True
+                    if strict:
+                        self.model.stop_training = True
                 return
             mean = float(logs[loss_key])
             self._means.append((batch, mean))
@@ -244,7 +260,14 @@ def make_callback(
 
         def _record_epoch(self, logs: dict[str, Any] | None) -> None:
             if self._missing is not None:
-                raise LookupError(missing_key_message(loss_key, self._missing))
+                message = missing_key_message(loss_key, self._missing)
+                if strict:
+                    raise LookupError(message)
+                self._means = []
+                watched = self._watcher
+                if watched is not None and message not in watched.evidence.notes:
+                    watched.evidence.notes.append(message)
+                return
             means, self._means = sorted(self._means), []
             if means:
                 end = self._end if self._end is not None else self._read()

@@ -584,6 +584,84 @@ class Recorder:
         self.framework = "keras"
         return make_callback(self, loss_key=loss_key)
 
+    def lightning_callback(self, *, eval_key: str = "val_loss", watch: bool = True) -> Any:
+        """A Lightning 2.x callback recording each optimizer step's own loss, and the logged
+        ``eval_key`` (``self.log("val_loss", ...)``) as ``"eval"`` after each validation run.
+
+        Lightning passes ``on_train_batch_end`` the loss divided by
+        ``accumulate_grad_batches``; the callback multiplies it back and records one point
+        per optimizer step, the mean of its batches. It watches the module for diagnosis
+        (``watch=False`` turns that off), reading the gradients in ``on_before_optimizer_step``
+        (unscaled there under AMP). Under the marker, a non-finite or diverging loss sets
+        ``trainer.should_stop`` and the test fails with the verdict once ``fit`` ends.
+        Works with ``lightning.pytorch`` and ``pytorch_lightning``.
+
+        Example:
+            >>> trainer = lightning.pytorch.Trainer(max_epochs=3, logger=False,
+            ...                                     callbacks=[losstrend.lightning_callback()])
+            >>> trainer.fit(module, train_loader, val_loader)
+        """
+        from pytest_losstrend.capture.lightning import make_lightning_callback
+
+        if not isinstance(eval_key, str) or not eval_key:
+            raise TypeError(f"lightning_callback(eval_key=...) takes the name a validation "
+                            f"loss is logged under, such as 'val_loss'; got {eval_key!r:.80}")
+        return make_lightning_callback(self, eval_key=eval_key, watch=watch)
+
+    def hf_callback(self, *, watch: bool = True) -> Any:
+        """A Hugging Face ``TrainerCallback`` recording each optimizer step's loss from the
+        Trainer's logs, and ``eval_loss`` as ``"eval"``.
+
+        The Trainer logs the mean loss of every ``logging_steps`` steps: anything but
+        ``logging_steps=1`` would hide steps, so it is an error at the start of ``train()``
+        naming the setting. ``logging_nan_inf_filter=True`` (the default) hides a NaN step
+        loss from the logs; set it to False to let the check see one. The model is watched for
+        diagnosis (``watch=False`` turns that off). Under the marker, a non-finite or diverging
+        loss sets ``control.should_training_stop`` and the test fails with the verdict once
+        ``train()`` ends.
+
+        Example:
+            >>> args = TrainingArguments(tmp_path, logging_steps=1, max_steps=40, report_to=[])
+            >>> Trainer(model, args, train_dataset=ds,
+            ...         callbacks=[losstrend.hf_callback()]).train()
+        """
+        from pytest_losstrend.capture.hf import make_hf_callback
+
+        return make_hf_callback(self, watch=watch)
+
+    def record_file(self, path: Any, *, series: str | None = None) -> dict[str, list[float]]:
+        """Record the loss series of a finished run's log, to judge them like recorded ones.
+
+        Reads a Hugging Face ``trainer_state.json`` (``log_history``: ``loss`` as ``"train"``,
+        ``eval_loss`` as ``"eval"``; or the checkpoint directory holding it), a CSV with a
+        header (Keras' ``CSVLogger``: ``loss``, ``val_loss``; Lightning's ``metrics.csv``),
+        JSONL (one object per line with a loss key) or TensorBoard event files (a file or
+        its directory; needs the ``tensorboard`` package). With ``series="x"``, the training
+        loss is recorded as ``"x"`` and the validation loss as ``"x_eval"``. Returns what it
+        recorded, by series name. A file it cannot parse raises
+        :class:`~pytest_losstrend.capture.logfiles.LogFileError` (a ``ValueError``) naming the
+        file and the line. Nothing is unpickled.
+
+        Example:
+            >>> losstrend.record_file("runs/nightly/checkpoint-500/trainer_state.json")
+            {'train': [2.31, 2.2, ...], 'eval': [2.1, 1.9, ...]}
+        """
+        from pytest_losstrend.capture.logfiles import read_log
+
+        if series is not None and (not isinstance(series, str) or not series):
+            raise TypeError(f"record_file(series=...) must be a non-empty string or None, "
+                            f"got {series!r:.80}")
+        found = read_log(path)
+        out: dict[str, list[float]] = {}
+        for name, values in found.items():
+            target = name
+            if series is not None:
+                target = series if name == "train" else eval_series_for(series)
+            out[target] = values
+        for target, values in out.items():
+            self.record(values, series=target)
+        return out
+
     @property
     def watchers(self) -> list[Any]:
         """The watchers ``watch`` made, oldest first (the list itself, not a copy)."""
