@@ -67,12 +67,12 @@ class AutoCapture:
                 self.notes.append(f"torch capture not installed: {type(exc).__name__}: {exc}")
         if "keras" in modules or "tensorflow" in modules:
             try:
-                from pytest_losstrend.capture import auto_keras  # type: ignore[attr-defined,unused-ignore]
-            except ImportError:
-                auto_keras = None
+                from pytest_losstrend.capture import auto_keras
+            except ImportError:  # a build without the Keras backend
+                auto_keras = None  # type: ignore[assignment]
             if auto_keras is not None:
                 try:
-                    self._undo.append(auto_keras.install(self.recorder))
+                    self._undo.append(auto_keras.install(self.recorder, owner=self.owner))
                 except Exception as exc:
                     self.notes.append(
                         f"Keras capture not installed: {type(exc).__name__}: {exc}")
