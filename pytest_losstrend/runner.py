@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from pytest_losstrend.diagnosis.invariants import InvariantCheck, InvariantResult
     from pytest_losstrend.fixture import LossTrend, LossTrendStop
     from pytest_losstrend.reports.schema import (
-        InvariantData,
         ReferenceData,
         SeriesResult,
         TestRecord,
@@ -334,17 +333,12 @@ def _junit_properties(item: pytest.Item, data: TestRecord) -> None:
              ("losstrend_end", stats.get("end"))]
     invariants = data.get("invariants") or []
     if invariants:
+        from pytest_losstrend.reports.rows import invariant_state
+
         # "stale_gradients=broken, negative_loss=held, ...": one property, every invariant.
         props.append(("losstrend_invariants", ", ".join(
-            f"{i['name']}={_invariant_state(i)}" for i in invariants)))
+            f"{i['name']}={invariant_state(i)}" for i in invariants)))
     item.user_properties.extend((k, v) for k, v in props if v is not None)
-
-
-def _invariant_state(inv: InvariantData) -> str:
-    """``held``, ``broken`` or ``allowed`` (broken, but allowed by the test)."""
-    if inv["held"]:
-        return "held"
-    return "allowed" if inv.get("allowed") else "broken"
 
 
 def _reemit(caught: list[warnings.WarningMessage]) -> None:

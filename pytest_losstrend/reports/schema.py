@@ -10,8 +10,9 @@ checks them against it, so the two cannot drift apart.
 
 This module is the bottom of ``reports``: it imports only ``diagnosis.invariants`` (whose
 :class:`InvariantData` it re-exports) and ``verdict`` (whose :class:`VerdictData` and
-:class:`DiagnosisData` it re-exports: ``Verdict.as_dict`` returns them, and the bottom layer may not import this one), so the glue, the reports, the baselines and the
-catalogue can all import it. The baseline comparison's types (:class:`ComparisonResult`,
+:class:`DiagnosisData` it re-exports: ``Verdict.as_dict`` returns them, and the bottom layer may
+not import this one), so the glue, the reports, the baselines and the catalogue can all import
+it. The baseline comparison's types (:class:`ComparisonResult`,
 :class:`ComparisonRow`, :class:`Envelope`) live here for the same reason;
 ``reports.baseline`` re-exports them under the names it always had.
 
