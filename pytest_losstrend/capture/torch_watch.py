@@ -292,7 +292,7 @@ class TorchWatcher:
         self._probes = picks[:STALE_PROBES]
         self._probe_saved: dict[int, torch.Tensor] = {}
         self._probe_armed: dict[int, int] = {}  # probe -> step it was armed at
-        self._stale_checked: set[int] = set()
+        self._stale_checked: dict[int, set[str]] = {}  # step -> probed parameters
         self._stale_found: dict[int, set[str]] = {}
         self.evidence.grad_checks = 0
         for j in self._probes:
@@ -323,7 +323,7 @@ class TorchWatcher:
                 return
             saved = self._probe_saved.pop(j)
             g = self._params[j].grad
-            self._stale_checked.add(step)
+            self._stale_checked.setdefault(step, set()).add(self._names[j])
             if g is None or g.numel() == 0:
                 return
             flat = g.detach().reshape(-1)
@@ -470,10 +470,14 @@ class TorchWatcher:
         ev = self.evidence
         self._update_frozen()
         self._update_not_in_optimizer()
-        ev.grad_checks = len(self._stale_checked)
-        ev.stale_steps = sorted(self._stale_found)
+        # A parameter no optimizer holds is never cleared by its zero_grad, and never stepped
+        # either: its gradient piling up is that other invariant's evidence, not this one's.
+        held_out = set(ev.not_in_optimizer)
+        found = {step: names - held_out for step, names in self._stale_found.items()}
+        ev.grad_checks = sum(1 for names in self._stale_checked.values() if names - held_out)
+        ev.stale_steps = sorted(step for step, names in found.items() if names)
         ev.stale_params = [n for n in self._names
-                           if any(n in found for found in self._stale_found.values())]
+                           if any(n in names for names in found.values())]
         self._probe_saved, self._probe_armed = {}, {}
         with torch.no_grad():
             ev.unchanged = [

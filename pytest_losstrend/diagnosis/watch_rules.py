@@ -134,10 +134,12 @@ def rule_stale_gradients(ctx: DiagnosisContext) -> list[Diagnosis]:
         if not ev.stale_steps:
             return []
         n = len(ev.stale_steps)
+        how = ("gradients never cleared" if n == ev.grad_checks
+               else "gradients not cleared after every step")
         return [Diagnosis(
             "stale_gradients", 0.95,
-            f"{ev.optimizer_steps} optimizer steps, gradients carried over at {n} of the "
-            f"{ev.grad_checks} checked: each step applies the sum of the gradients so far",
+            f"{ev.optimizer_steps} optimizer steps and {how} (carried over at {n} of the "
+            f"{ev.grad_checks} steps checked): each step applies the sum of the gradients so far",
             fix,
         )]
     if not (ev.zero_grad_calls == 0 and ev.optimizer_steps >= 3):
