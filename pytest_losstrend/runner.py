@@ -21,6 +21,7 @@ from pytest_losstrend.verdict.criteria import Criteria
 from pytest_losstrend.verdict.result import Verdict
 
 if TYPE_CHECKING:
+    from pytest_losstrend.diagnosis.invariants import InvariantCheck, InvariantResult
     from pytest_losstrend.fixture import LossTrend, LossTrendStop
     from pytest_losstrend.reports.schema import (
         ReferenceData,
@@ -115,20 +116,41 @@ def judge_item(
     losses = lt.losses(crit.series) if lt is not None else []
     seed = lt.seed_line() if lt is not None else None
     ref_note = _reference_note(lt, crit, judgment)
+    check = _invariants(lt, crit, losses, warnings_seen or [])
+    failing = check.failing if check is not None else []
+    if check is not None and check.results:
+        data["invariants"] = check.as_list()
 
     if marker == MARK_FAILS:
         return (data, *_expect_failure(verdict, losses, crit, cause, seed,
-                                              ref_note=ref_note))
+                                       ref_note=ref_note, failing=failing))
 
-    if verdict.ok:
+    if verdict.ok and not failing:
         return data, "pass", verdict.reason
     # Rebuilt rather than taken from the stop, so that every rule's diagnoses are in it.
     message = failure_message(verdict, losses, crit, seed=seed, **ref_note)
     if stop is not None:
         message += f"\n  stopped:  at step {len(losses) - 1}, the remaining steps were skipped"
+    if failing:
+        from pytest_losstrend.diagnosis.invariants import invariant_message
+
+        # Certain evidence of a bug: it fails the test whatever the curve did.
+        return data, "fail", (invariant_message(failing, verdict_ok=verdict.ok)
+                              + "\n" + message)
     if verdict.inconclusive and crit.inconclusive != "fail":
         return data, crit.inconclusive, verdict.reason
     return data, "fail", message
+
+
+def _invariants(lt: LossTrend | None, crit: Criteria, losses: list[float],
+                warnings_seen: list[str]) -> InvariantCheck | None:
+    """The training invariants of a watched run (None when nothing was watched)."""
+    if lt is None or lt.evidence is None:
+        return None
+    from pytest_losstrend.diagnosis.invariants import check_invariants
+
+    lt.finish_watching()
+    return check_invariants(lt.evidence, losses, allow=crit.allow, warnings=warnings_seen)
 
 
 def _reference_note(lt: LossTrend | None, crit: Criteria,
@@ -168,9 +190,20 @@ def _diagnose(
 
 def _expect_failure(
     verdict: Verdict, losses: list[float], crit: Criteria, cause: str | None, seed: str | None,
-    *, ref_note: dict[str, Any],
+    *, ref_note: dict[str, Any], failing: list[InvariantResult] | None = None,
 ) -> tuple[str, str]:
     header = "loss_fails"
+    if failing:
+        # A broken invariant is the failure the test expects, whatever the curve did; with a
+        # cause, the invariant's cause (or its name) must be it, or the verdict's top cause.
+        from pytest_losstrend.diagnosis.invariants import INVARIANT_CAUSES
+
+        named = {r.name for r in failing} | {INVARIANT_CAUSES.get(r.name, r.name)
+                                             for r in failing}
+        top = verdict.diagnoses[0].cause if verdict.diagnoses else None
+        if cause is None or cause in named or (verdict.status == "fail" and top == cause):
+            return "pass", "broken invariant: " + "; ".join(
+                f"{r.name}: {r.evidence}" for r in failing)
     if verdict.status != "fail":
         what = "passed" if verdict.ok else "was inconclusive"
         return "fail", (
@@ -342,6 +375,13 @@ def _junit_properties(item: pytest.Item, data: TestRecord) -> None:
              ("losstrend_top_cause", diagnoses[0]["cause"] if diagnoses else None),
              ("losstrend_start", stats.get("start")),
              ("losstrend_end", stats.get("end"))]
+    invariants = data.get("invariants") or []
+    if invariants:
+        from pytest_losstrend.reports.rows import invariant_state
+
+        # "stale_gradients=broken, negative_loss=held, ...": one property, every invariant.
+        props.append(("losstrend_invariants", ", ".join(
+            f"{i['name']}={invariant_state(i)}" for i in invariants)))
     item.user_properties.extend((k, v) for k, v in props if v is not None)
 
 
@@ -375,12 +415,18 @@ def attach_result(
     if data is None:
         return
     verdict = data.get("verdict")
+    broken = [i for i in data.get("invariants") or []
+              if not i["held"] and not i.get("allowed")]
     if (
         data.get("marker") == MARK_FAILS and report.passed and call.excinfo is None
-        and verdict is not None and verdict.get("status") == "fail"
+        and ((verdict is not None and verdict.get("status") == "fail") or broken)
     ):
         report.outcome = "skipped"
-        report.wasxfail = f"loss_fails: {verdict.get('reason', 'the loss check failed')}"
+        if verdict is not None and verdict.get("status") == "fail":
+            report.wasxfail = f"loss_fails: {verdict.get('reason', 'the loss check failed')}"
+        else:
+            report.wasxfail = "loss_fails: training invariant broken: " + ", ".join(
+                i["name"] for i in broken)
     if report.skipped and not hasattr(report, "wasxfail"):
         _skip_at_the_test(item, report)
     if hasattr(report, "wasxfail"):

@@ -79,6 +79,13 @@ PENDING_MAX = 256
 PENDING_TENSORS = 16384
 
 
+#: Parameters whose gradients are probed for carry-over between optimizer steps (the first,
+#: the middle and the last trainable one)...
+STALE_PROBES = 3
+#: ...and elements of each gradient compared (spread evenly over the tensor).
+STALE_ELEMENTS = 8
+
+
 #: Attribute marking, on a gradient tensor, that a watcher saw it at the last dense step.
 _GRAD_TAG = "_losstrend_watcher"
 
@@ -159,6 +166,7 @@ class TorchWatcher:
         self._foreign: set[int] = set()
         self._captured: tuple[tuple[Any, ...], dict[str, Any]] | None = None
         self._input_handles: list[RemovableHandle] = []
+        self._init_stale_probes()
 
         self._wrap_zero_grad(model)
         if optimizer is not None:
@@ -234,6 +242,7 @@ class TorchWatcher:
                 self._loss_handle = None
             if i < DENSE_STEPS:
                 self._see_manual_clearing(i)
+            self._arm_stale_probes(i)
             self._sample_before(opt, i)
 
     def _see_manual_clearing(self, step: int) -> None:
@@ -263,6 +272,67 @@ class TorchWatcher:
                     setattr(g, _GRAD_TAG, token)
                 except AttributeError:  # a tensor subclass without a __dict__
                     return
+
+    # -- stale gradients ------------------------------------------------------------------
+
+    def _init_stale_probes(self) -> None:
+        """Hook a few parameters' gradients (see :data:`STALE_PROBES`) to tell, from the
+        gradients themselves, whether they carry over between optimizer steps.
+
+        At a sampled step's pre-hook, :meth:`_arm_stale_probes` keeps a few elements of each
+        probed gradient; the parameter's tensor hook, which runs in the next backward pass
+        before the new gradient is added to ``.grad``, then finds ``.grad`` cleared (None, or
+        zeros) or still holding exactly those values: carried over. Only the first backward
+        pass after the step is looked at, so accumulating k backward passes per step (cleared
+        at each step) reads as cleared; a ``zero_grad`` that does nothing reads as carried
+        over, however often it is called.
+        """
+        n = len(self._params)
+        picks = sorted({0, n // 2, n - 1}) if n else []
+        self._probes = picks[:STALE_PROBES]
+        self._probe_saved: dict[int, torch.Tensor] = {}
+        self._probe_armed: dict[int, int] = {}  # probe -> step it was armed at
+        self._stale_checked: dict[int, set[str]] = {}  # step -> probed parameters
+        self._stale_found: dict[int, set[str]] = {}
+        self.evidence.grad_checks = 0
+        for j in self._probes:
+            p = self._params[j]
+            self._handles.append(p.register_hook(  # type: ignore[no-untyped-call]
+                self._probe_hook(j)))
+
+    def _arm_stale_probes(self, step: int) -> None:
+        for j in self._probes:
+            g = self._params[j].grad
+            if g is None or g.is_sparse or g.numel() == 0:
+                self._probe_armed.pop(j, None)
+                continue
+            flat = g.detach().reshape(-1)
+            stride = max(1, flat.numel() // STALE_ELEMENTS)
+            sample = flat[::stride][:STALE_ELEMENTS].clone()
+            if not bool(sample.any()):
+                # Zeros say nothing: a cleared gradient reads the same.
+                self._probe_armed.pop(j, None)
+                continue
+            self._probe_saved[j] = sample
+            self._probe_armed[j] = step
+
+    def _probe_hook(self, j: int) -> Callable[[torch.Tensor], None]:
+        def hook(_grad: torch.Tensor) -> None:
+            step = self._probe_armed.pop(j, None)
+            if step is None:
+                return
+            saved = self._probe_saved.pop(j)
+            g = self._params[j].grad
+            self._stale_checked.setdefault(step, set()).add(self._names[j])
+            if g is None or g.numel() == 0:
+                return
+            flat = g.detach().reshape(-1)
+            stride = max(1, flat.numel() // STALE_ELEMENTS)
+            now = flat[::stride][:STALE_ELEMENTS]
+            if now.shape == saved.shape and torch.equal(now, saved):
+                self._stale_found.setdefault(step, set()).add(self._names[j])
+
+        return hook
 
     def _interval(self, step: int) -> int:
         """Steps from this sample to the next: 1 up to :data:`DENSE_STEPS`, then
@@ -400,6 +470,15 @@ class TorchWatcher:
         ev = self.evidence
         self._update_frozen()
         self._update_not_in_optimizer()
+        # A parameter no optimizer holds is never cleared by its zero_grad, and never stepped
+        # either: its gradient piling up is that other invariant's evidence, not this one's.
+        held_out = set(ev.not_in_optimizer)
+        found = {step: names - held_out for step, names in self._stale_found.items()}
+        ev.grad_checks = sum(1 for names in self._stale_checked.values() if names - held_out)
+        ev.stale_steps = sorted(step for step, names in found.items() if names)
+        ev.stale_params = [n for n in self._names
+                           if any(n in names for names in found.values())]
+        self._probe_saved, self._probe_armed = {}, {}
         with torch.no_grad():
             ev.unchanged = [
                 n for n, p, p0 in zip(self._names, self._params, self._initial, strict=True)

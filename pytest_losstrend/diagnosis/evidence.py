@@ -49,6 +49,14 @@ class Evidence:
         shape_mismatches: messages about predictions and targets broadcast against each other.
         notes: anything else a backend wants to show in the evidence.
         loss_from_logits: whether the loss takes logits (Keras' ``from_logits``), if known.
+        grad_checks: optimizer steps after which it was checked, from the gradients themselves,
+            whether the next backward pass started from cleared gradients (torch: a sample of
+            a few parameters' gradients at a sampled step, compared with what the first
+            backward pass after it finds in ``.grad``); ``None`` where not checked (Keras
+            computes fresh gradients at every step).
+        stale_steps: of those, the steps whose gradients the next backward pass found still
+            there, unchanged: carried over into the next step.
+        stale_params: the sampled parameters whose gradients were carried over.
     """
 
     framework: str | None = None
@@ -74,6 +82,9 @@ class Evidence:
     shape_mismatches: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     loss_from_logits: bool | None = None
+    grad_checks: int | None = None
+    stale_steps: list[int] = field(default_factory=list)
+    stale_params: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-able data."""

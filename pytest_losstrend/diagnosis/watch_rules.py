@@ -116,19 +116,39 @@ def rule_shape_mismatch(ctx: DiagnosisContext) -> list[Diagnosis]:
 def rule_stale_gradients(ctx: DiagnosisContext) -> list[Diagnosis]:
     """Gradients never cleared between optimizer steps (confidence 0.95).
 
-    Algorithm: at least 3 optimizer steps were watched and ``zero_grad`` (or an equivalent
-    clearing) was seen 0 times, so each step applies the sum of all gradients so far. Keras
-    clears gradients itself (``zero_grad_calls`` is None there), so it never fires on Keras.
+    Algorithm: where the watcher checked the gradients themselves (``grad_checks`` >= 2), any
+    sampled step whose gradients the next backward pass found still in place
+    (``stale_steps``); otherwise at least 3 optimizer steps were watched and ``zero_grad`` (or
+    an equivalent clearing) was seen 0 times, so each step applies the sum of all gradients
+    so far. Keras clears gradients itself (``zero_grad_calls`` is None there), so it never
+    fires on Keras.
     Whatever the verdict: summed gradients are a bug even on a curve that falls.
     """
     ev = ctx.evidence
-    if ev is None or not (ev.zero_grad_calls == 0 and ev.optimizer_steps >= 3):
+    if ev is None:
+        return []
+    fix = ("call optimizer.zero_grad() before loss.backward() in every step (and check that it "
+           "is the optimizer's own, not replaced by one that does nothing)")
+    if ev.grad_checks is not None and ev.grad_checks >= 2:
+        # Seen in the gradients themselves: a zero_grad that does nothing is caught too.
+        if not ev.stale_steps:
+            return []
+        n = len(ev.stale_steps)
+        how = ("gradients never cleared" if n == ev.grad_checks
+               else "gradients not cleared after every step")
+        return [Diagnosis(
+            "stale_gradients", 0.95,
+            f"{ev.optimizer_steps} optimizer steps and {how} (carried over at {n} of the "
+            f"{ev.grad_checks} steps checked): each step applies the sum of the gradients so far",
+            fix,
+        )]
+    if not (ev.zero_grad_calls == 0 and ev.optimizer_steps >= 3):
         return []
     return [Diagnosis(
         "stale_gradients", 0.95,
         f"{ev.optimizer_steps} optimizer steps and gradients never cleared: each step "
         "applies the sum of all gradients so far",
-        "call optimizer.zero_grad() before loss.backward() in every step",
+        fix,
     )]
 
 

@@ -18,7 +18,15 @@ from typing import Any
 
 from pytest_losstrend.reports.html_chart import chart_svg
 from pytest_losstrend.reports.html_chart import esc as _e
-from pytest_losstrend.reports.rows import OUTCOMES, _plural, outcome_word, score_line, series_rows
+from pytest_losstrend.reports.rows import (
+    OUTCOMES,
+    _plural,
+    invariant_state,
+    invariant_summary,
+    outcome_word,
+    score_line,
+    series_rows,
+)
 from pytest_losstrend.reports.schema import (
     ComparisonResult,
     Envelope,
@@ -288,6 +296,17 @@ def _test_section(test: TestResult, ids: _TestIds, seed: Any) -> str:
                        f"{conf_s}): {_e(d.get('evidence', ''))}<br>"
                        f"<span class=\"fix\">fix: {_e(d.get('fix', ''))}</span></li>")
         out.append("</ol>")
+    invariants = test.get("invariants") or []
+    if invariants:
+        out.append(f"<h3>Training invariants</h3><p>{_e(invariant_summary(test) or '')}</p>"
+                   "<table class=\"invariants\"><tr><th>invariant</th><th>state</th>"
+                   "<th>evidence</th></tr>")
+        for inv in invariants:
+            state = invariant_state(inv)
+            css = {"held": "pass", "broken": "fail"}.get(state, "inconclusive")
+            out.append(f"<tr><td class=\"mono\">{_e(inv['name'])}</td>"
+                       f"<td>{_badge(css, state)}</td><td>{_e(inv['evidence'])}</td></tr>")
+        out.append("</table>")
     warnings = test.get("warnings") or []
     if warnings:
         out.append("<h3>Warnings</h3><ul class=\"warnings\">")

@@ -13,6 +13,8 @@ from pytest_losstrend.reports.files import write_json_atomic, write_text_atomic
 from pytest_losstrend.reports.rows import (
     _g,
     _plural,
+    invariant_state,
+    invariant_summary,
     outcome_counts,
     score_line,
     series_rows,
@@ -194,6 +196,11 @@ def term_lines(results: list[TestResult], width: int = 100) -> list[str]:
             cells["curve"] = sparkline(losses, spark_w)
         lines.append(line(cells))
     for r in sorted(results, key=lambda r: r["nodeid"]):
+        summary = invariant_summary(r)
+        if summary is not None:
+            lines += textwrap.wrap(f"invariants: {r['nodeid']}: {summary}", max(width, 20),
+                                   subsequent_indent="  ", break_on_hyphens=False)
+    for r in sorted(results, key=lambda r: r["nodeid"]):
         for note in r.get("warnings") or []:
             lines += textwrap.wrap(f"warning: {r['nodeid']}: {note}", max(width, 20),
                                    subsequent_indent="  ", break_on_hyphens=False)
@@ -248,8 +255,11 @@ def markdown_report(doc: ReportDoc) -> str:
     rerun = any(t.get("reruns") for t in tests)
     # The reference level (the loss of the best constant predictor) where one applied.
     referenced = any(s.get("reference") for t in tests for s in t["series"].values())
+    # The training invariants, where any test's run was watched.
+    checked = any(t.get("invariants") for t in tests)
     head = ["test", "series", "steps", "start → end", *(["reference"] if referenced else []),
-            "drop", "verdict", "outcome", *(["reruns"] if rerun else []), "top cause", "curve"]
+            "drop", "verdict", "outcome", *(["reruns"] if rerun else []), "top cause",
+            *(["invariants"] if checked else []), "curve"]
     lines = [
         "## Loss trends",
         "",
@@ -266,7 +276,9 @@ def markdown_report(doc: ReportDoc) -> str:
                 f"`{_md_cell(t['nodeid'])}`", _md_cell(row["series"]), str(row["steps"]),
                 f"{row['start']} → {row['end']}", *reference, row["drop"], row["status"],
                 row["outcome"],
-                *reruns, _md_cell(row["why"]), sparkline(row["losses"], 24),
+                *reruns, _md_cell(row["why"]),
+                *([_md_cell(invariant_summary(t) or "-")] if checked else []),
+                sparkline(row["losses"], 24),
             ]) + " |")
     failing = [t for t in tests if t.get("outcome") == "failed"]
     if failing:
@@ -290,7 +302,15 @@ def markdown_report(doc: ReportDoc) -> str:
                 why = "the loss check passed, but the test failed on its own (see pytest's output)"
             else:
                 why = "the test failed (see pytest's output)"
+            broken = [i for i in t.get("invariants") or [] if invariant_state(i) == "broken"]
+            if broken and t.get("marker") != "loss_fails":
+                names = ", ".join(i["name"] for i in broken)
+                why = f"training invariant broken: {names}" + (
+                    f" (and the loss check: {reason})" if verdict and not verdict.get("ok")
+                    else "")
             lines.append(f"- `{_md_cell(t['nodeid'])}`: {why}")
+            for i in broken:
+                lines.append(f"  - **{i['name']}**: {_md_cell(i['evidence'])}")
             if diagnosed:
                 for d in t["diagnoses"][:2]:
                     lines.append(f"  - **{d['cause']}** ({d['confidence']:.2f}): "

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, TypedDict
 
-from pytest_losstrend.reports.schema import TestResult
+from pytest_losstrend.reports.schema import InvariantData, TestResult
 
 
 def _plural(n: int, word: str) -> str:
@@ -111,3 +111,37 @@ def score_line(data: TestResult) -> str | None:
     missed = [m["mutation"] for m in data.get("mutants", []) if not m["caught"]]
     tail = f": missed {', '.join(missed)}" if missed else ""
     return f"mutation score {k}/{n} ({pct}){tail}"
+
+
+def invariant_state(inv: InvariantData) -> str:
+    """``"held"``, ``"broken"`` or ``"allowed"`` (broken, but allowed by the test's ``allow``).
+
+    Example:
+        >>> invariant_state({"name": "negative_loss", "held": False, "evidence": "",
+        ...                  "allowed": True})
+        'allowed'
+    """
+    if inv["held"]:
+        return "held"
+    return "allowed" if inv.get("allowed") else "broken"
+
+
+def invariant_summary(result: TestResult) -> str | None:
+    """One line on a test's training invariants, None when none was checked.
+
+    Example:
+        >>> invariant_summary({"invariants": [
+        ...     {"name": "stale_gradients", "held": False, "evidence": "..."},
+        ...     {"name": "negative_loss", "held": True, "evidence": "..."}]})
+        '1/2 held; broken: stale_gradients'
+    """
+    invariants = result.get("invariants") or []
+    if not invariants:
+        return None
+    held = sum(1 for i in invariants if i["held"])
+    line = f"{held}/{len(invariants)} held"
+    for state in ("broken", "allowed"):
+        names = [i["name"] for i in invariants if invariant_state(i) == state]
+        if names:
+            line += f"; {state}: {', '.join(names)}"
+    return line

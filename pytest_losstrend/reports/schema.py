@@ -8,10 +8,11 @@ These types name its keys once, after the shipped JSON Schema
 (``pytest_losstrend/schemas/losstrend-report-1.schema.json``); ``tests/test_schema_types.py``
 checks them against it, so the two cannot drift apart.
 
-This module is the bottom of ``reports``: it imports only ``verdict`` (whose
-:class:`VerdictData` and :class:`DiagnosisData` it re-exports: ``Verdict.as_dict`` returns them,
-and the bottom layer may not import this one), so the glue, the reports, the baselines and the
-catalogue can all import it. The baseline comparison's types (:class:`ComparisonResult`,
+This module is the bottom of ``reports``: it imports only ``diagnosis.invariants`` (whose
+:class:`InvariantData` it re-exports) and ``verdict`` (whose :class:`VerdictData` and
+:class:`DiagnosisData` it re-exports: ``Verdict.as_dict`` returns them, and the bottom layer may
+not import this one), so the glue, the reports, the baselines and the catalogue can all import
+it. The baseline comparison's types (:class:`ComparisonResult`,
 :class:`ComparisonRow`, :class:`Envelope`) live here for the same reason;
 ``reports.baseline`` re-exports them under the names it always had.
 
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, TypedDict
 
+from pytest_losstrend.diagnosis.invariants import InvariantData
 from pytest_losstrend.verdict.criteria import CriteriaData
 from pytest_losstrend.verdict.result import DiagnosisData, VerdictData
 
@@ -51,6 +53,7 @@ __all__ = [
     "DiagnosisData",
     "Envelope",
     "Environment",
+    "InvariantData",
     "MachineData",
     "MutantResult",
     "MutationScore",
@@ -214,14 +217,16 @@ class _TestRecordFields(TypedDict):
 class TestRecord(_TestRecordFields, total=False):
     """A test's record as the test's own run builds it, before pytest's outcome is known:
     ``runner.result_data``, then the judged test's ``warnings``, the ``environment`` and the
-    ``baseline`` comparison (with ``--losstrend-save``/``--losstrend-compare``), and the
-    ``mutants`` and ``mutation_score`` (with ``--losstrend-mutate``)."""
+    ``baseline`` comparison (with ``--losstrend-save``/``--losstrend-compare``), the
+    ``mutants`` and ``mutation_score`` (with ``--losstrend-mutate``), and the training
+    ``invariants`` checked on a watched run."""
 
     warnings: list[str]
     environment: Environment
     baseline: ComparisonResult
     mutants: list[MutantResult]
     mutation_score: MutationScore
+    invariants: list[InvariantData]
 
 
 class _Outcome(TypedDict):
