@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from pytest_losstrend.capture.lightning import record_or_stop
+
 if TYPE_CHECKING:
     from pytest_losstrend.capture.lightning import Recording
 
@@ -99,15 +101,10 @@ def make_hf_callback(
             self._last_step = -1
 
         def _record(self, control: Any, value: float, name: str) -> None:
-            if self._stop is not None:
-                return
-            try:
-                lt.record(value, series=name)
-            except Exception as exc:
-                if exc is not lt.stopped or lt.stopped is None:
-                    raise
-                self._stop = exc
-                control.should_training_stop = True
+            if self._stop is None:
+                self._stop = record_or_stop(lt, value, name)
+                if self._stop is not None:
+                    control.should_training_stop = True
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             message = hidden_steps_message(getattr(args, "logging_steps", 1), _strategy(args))

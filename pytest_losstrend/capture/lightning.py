@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from pytest_losstrend.diagnosis.evidence import Evidence
 
-__all__ = ["Recording", "callback_bases", "make_lightning_callback"]
+__all__ = ["Recording", "callback_bases", "make_lightning_callback", "record_or_stop"]
 
 
 class Recording(Protocol):
@@ -48,6 +48,26 @@ class Recording(Protocol):
     def watch(
         self, model: Any, optimizer: Any = None, *, loss_fn: Any = None, batch: Any = None
     ) -> Any: ...
+
+
+def record_or_stop(lt: Recording, value: Any, series: str) -> BaseException | None:
+    """Record ``value``; the fail-fast stop it raised when the run must end (the framework
+    callbacks then ask their trainer to stop and raise it at the end of training), else None.
+    Any other error propagates.
+
+    Example:
+        >>> stop = record_or_stop(losstrend, float("nan"), "train")  # marked: fail-fast
+        >>> stop is losstrend.stopped
+        True
+    """
+    try:
+        lt.record(value, series=series)
+    except Exception as exc:
+        stop: BaseException = exc
+        if lt.stopped is None or exc is not lt.stopped:
+            raise
+        return stop
+    return None
 
 
 _MODULES = ("lightning.pytorch", "pytorch_lightning")
@@ -100,15 +120,10 @@ def make_lightning_callback(
         # -- recording -----------------------------------------------------------------
 
         def _record(self, trainer: Any, value: Any, name: str) -> None:
-            if self._stop is not None:
-                return
-            try:
-                lt.record(value, series=name)
-            except Exception as exc:
-                if exc is not lt.stopped or lt.stopped is None:
-                    raise
-                self._stop = exc
-                trainer.should_stop = True
+            if self._stop is None:
+                self._stop = record_or_stop(lt, value, name)
+                if self._stop is not None:
+                    trainer.should_stop = True
 
         def on_train_start(self, trainer: Any, pl_module: Any) -> None:
             self._pending, self._step_seen, self._stop = [], int(trainer.global_step), None
