@@ -27,6 +27,7 @@ Importing this module imports neither Keras nor TensorFlow: :func:`install` does
 
 from __future__ import annotations
 
+import functools
 import inspect
 import sys
 import threading
@@ -168,10 +169,7 @@ class KerasCapture:
             finally:
                 _local.fit -= 1
 
-        fit.__wrapped__ = original  # type: ignore[attr-defined]
-        fit.__doc__ = original.__doc__
-        fit.__name__ = "fit"
-        fit.__qualname__ = getattr(original, "__qualname__", "fit")
+        functools.update_wrapper(fit, original)
         self._patches.append(_Patch(model_cls, "fit", fit))
 
     def _prepare_fit(self, model: Any, arguments: dict[str, Any]) -> bool:
@@ -256,10 +254,7 @@ class KerasCapture:
                 capture._record_target(tf, target)
             return out
 
-        gradient.__wrapped__ = original  # type: ignore[attr-defined]
-        gradient.__doc__ = original.__doc__
-        gradient.__name__ = "gradient"
-        gradient.__qualname__ = getattr(original, "__qualname__", "gradient")
+        functools.update_wrapper(gradient, original)
         self._patches.append(_Patch(tape_cls, "gradient", gradient))
 
     def _record_target(self, tf: Any, target: Any) -> None:
@@ -331,10 +326,7 @@ class KerasCapture:
             finally:
                 _local.apply -= 1
 
-        apply_gradients.__wrapped__ = original  # type: ignore[attr-defined]
-        apply_gradients.__doc__ = original.__doc__
-        apply_gradients.__name__ = "apply_gradients"
-        apply_gradients.__qualname__ = getattr(original, "__qualname__", "apply_gradients")
+        functools.update_wrapper(apply_gradients, original)
         self._patches.append(_Patch(opt_cls, "apply_gradients", apply_gradients))
 
     def _count_step(self) -> None:

@@ -23,31 +23,20 @@ derives from the ``Callback`` of each that is imported, so either ``Trainer`` ta
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from pytest_losstrend.diagnosis.evidence import Evidence
+from pytest_losstrend.capture.keras import Recording as KerasRecording
 
 __all__ = ["Recording", "callback_bases", "make_lightning_callback", "record_or_stop"]
 
 
-class Recording(Protocol):
+class Recording(KerasRecording, Protocol):
     """What the framework callbacks need of the object they record into (the fixture's
-    object, a :class:`~pytest_losstrend.capture.recorder.Recorder`)."""
+    object, a :class:`~pytest_losstrend.capture.recorder.Recorder`): the Keras callback's
+    needs, plus the fail-fast stop and the framework."""
 
-    fail_fast: bool
-    evidence: Evidence | None
     stopped: Any
     framework: str | None
-
-    @property
-    def watchers(self) -> list[Any]: ...
-
-    def record(self, value: Any, *, series: str = "train") -> None: ...
-
-    def watch(
-        self, model: Any, optimizer: Any = None, *, loss_fn: Any = None, batch: Any = None
-    ) -> Any: ...
 
 
 def record_or_stop(lt: Recording, value: Any, series: str) -> BaseException | None:
