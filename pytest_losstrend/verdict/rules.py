@@ -525,7 +525,7 @@ def noisy(c: Curve) -> Verdict | None:
                f"n={f.n})")
     else:
         why = (
-            f"the drop {_change(f)} is below min_drop={pct(c.crit.min_drop)} but within "
+            f"the drop {_amount(f)} is below min_drop={pct(c.crit.min_drop)} but within "
             "the noise"
         )
     return Verdict("inconclusive", f"inconclusive: {why}; {_advice(c)}", "noisy", f.stats)
@@ -538,15 +538,6 @@ def _amount(f: CurveFigures) -> str:
     if f.positive:
         return pct(f.drop)
     return f"{f.level(f.start) - f.level(f.end):.4g} (in loss units)"
-
-
-def _change(f: CurveFigures) -> str:
-    """The change from the start level to the end level, as a reader expects it: a percentage
-    on a positive loss, the difference in loss units on one that crosses zero."""
-    if f.positive:
-        return f"drop {pct(f.drop)}" if f.d >= 0 else f"+{f.rise_pct(-f.d)}"
-    change = f.level(f.end) - f.level(f.start)
-    return f"change {change:+.4g}"
 
 
 def _z_of(p: float) -> float:
