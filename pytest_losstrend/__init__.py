@@ -20,6 +20,7 @@ __all__ = [
     "CriteriaError",
     "Diagnosis",
     "LossTrend",
+    "LossTrendWarning",
     "Verdict",
     "__version__",
     "check",
@@ -30,6 +31,16 @@ if TYPE_CHECKING:
     from pytest_losstrend.fixture import LossTrend
     from pytest_losstrend.verdict.criteria import Criteria, CriteriaError
     from pytest_losstrend.verdict.result import Diagnosis, Verdict
+
+
+
+class LossTrendWarning(UserWarning):
+    """What the loss-trend plugin is sure of about a test that passed (or was skipped): a
+    layer whose units never fire, inputs never scaled, a first loss far above chance,
+    probabilities fed to a loss that expects logits. Shown in pytest's warnings summary, at the
+    test; ``-W error::pytest_losstrend.LossTrendWarning`` (or a ``filterwarnings`` ini line)
+    makes each one fail its test."""
+
 
 _LAZY = {
     "check": "diagnosis.check",

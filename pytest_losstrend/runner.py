@@ -181,11 +181,17 @@ def _diagnose(
         lt.measure_sharpness()
     ctx = context_for(series, crit.series, verdict, evidence=lt.evidence, warnings=seen,
                       judgment=judgment)
+    notes: list[str] = []
+    if verdict.ok or verdict.inconclusive:
+        from pytest_losstrend.diagnosis.watch_rules import sure_warnings
+
+        # A skipped (inconclusive) test's certain evidence reaches the user as a passing one's.
+        notes = sure_warnings(passing_warnings(ctx), lt.evidence)[0]
     if verdict.ok:
-        return verdict, passing_warnings(ctx)
+        return verdict, notes
     found = item.config.hook.pytest_losstrend_diagnose(context=ctx)
     flat = [d for batch in found if batch for d in batch]
-    return with_diagnoses(verdict, flat), []
+    return with_diagnoses(verdict, flat), notes
 
 
 def _expect_failure(
@@ -305,6 +311,8 @@ def judge_call(item: pytest.Item, name: str, mark: pytest.Mark) -> Generator[Non
         run_mutants(item, lt, crit, data)
     item.stash[_RESULT_KEY] = data
     _junit_properties(item, data)
+    if action != "fail" and name == MARK_DECREASES:
+        _warn_sure(item, data.get("warnings") or [])
     if action == "fail":
         pytest.fail(message, pytrace=False)
     if action == "skip":
@@ -383,6 +391,19 @@ def _junit_properties(item: pytest.Item, data: TestRecord) -> None:
         props.append(("losstrend_invariants", ", ".join(
             f"{i['name']}={invariant_state(i)}" for i in invariants)))
     item.user_properties.extend((k, v) for k, v in props if v is not None)
+
+
+def _warn_sure(item: pytest.Item, notes: list[str]) -> None:
+    """Each warning the evidence makes certain (``SURE_WARNINGS``) of a passing or skipped
+    test, as a :class:`~pytest_losstrend.LossTrendWarning` at the test's own file and line: it
+    shows in pytest's warnings summary, and ``-W error::pytest_losstrend.LossTrendWarning``
+    turns it into the test's failure."""
+    from pytest_losstrend import LossTrendWarning
+    from pytest_losstrend.diagnosis.watch_rules import SURE_WARNINGS
+
+    for note in notes:
+        if note.split(":", 1)[0] in SURE_WARNINGS:
+            item.warn(LossTrendWarning(f"losstrend: {note}"))
 
 
 def _reemit(caught: list[warnings.WarningMessage]) -> None:

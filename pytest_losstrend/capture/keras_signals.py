@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -165,11 +166,15 @@ def _loss_name(loss: Any) -> tuple[str | None, bool | None]:
     return name, from_logits
 
 
-def input_stats(x: Any) -> dict[str, float]:
-    """Statistics of a 2-d float input batch, to spot unscaled features.
+def input_stats(x: Any, *, ids: bool = False) -> dict[str, float]:
+    """Statistics of an input batch, to spot unscaled features.
 
-    Empty for anything else (images, token ids, dicts of inputs). At most the first 4096 rows
-    are used. Constant features (a pixel that is always 0) are left out of every statistic but
+    A 2-d batch gets every key below; any other (images, sequences) ``max_abs``, ``rms``,
+    ``mean`` and ``std`` over all its elements. Integer inputs count as numbers (Keras casts a
+    uint8 image batch to float for a ``Dense`` or ``Conv2D``), unless ``ids`` says the first
+    layer is an ``Embedding``, whose integer inputs are token ids, not magnitudes. Empty for
+    anything else (strings, dicts of inputs). At most the first 4096 rows are used. Constant
+    features (a pixel that is always 0) are left out of every statistic but
     ``n_constant``: their standard deviation is 0 and would make every ratio infinite.
 
     Keys:
@@ -177,7 +182,9 @@ def input_stats(x: Any) -> dict[str, float]:
         n_constant: columns with standard deviation 0.
         std_min, std_max: smallest and largest per-feature standard deviation (ddof 0).
         std_ratio: ``std_max / std_min``; above ~100 the features want standardising.
-        max_abs: largest absolute value in the batch.
+        range_ratio: the largest per-feature ``max |x|`` over the smallest: features in
+            different units (unlike the std ratio, blind to a rarely lit pixel).
+        max_abs: largest absolute value in the batch; rms: root mean square of every value.
         mean_abs_over_std: largest ``|mean| / std`` over the features (an offset the model
             must first learn away).
         cond: condition number ``λ_max / λ_min`` of the raw Gram matrix ``XᵀX / N`` (the
@@ -190,18 +197,24 @@ def input_stats(x: Any) -> dict[str, float]:
         arr = np.asarray(x)
     except Exception:
         return {}
-    if arr.ndim != 2 or arr.dtype.kind != "f" or arr.shape[0] < 2 or arr.shape[1] < 1:
+    numeric = arr.dtype.kind == "f" or (arr.dtype.kind in "iu" and not ids)
+    if not numeric or arr.ndim < 1 or arr.shape[0] < 2 or arr.size == 0:
         return {}
     a = arr[:_STATS_ROWS].astype(np.float64)
     if not np.all(np.isfinite(a)):
         return {}
+    max_abs = float(np.abs(a).max())
+    rms = float(np.sqrt(np.mean(np.square(a))))
+    if a.ndim != 2:
+        return {"max_abs": max_abs, "rms": rms, "mean": float(a.mean()), "std": float(a.std())}
     std = a.std(axis=0)
     mean = a.mean(axis=0)
     live = std > 0
     stats: dict[str, float] = {
         "n_features": float(a.shape[1]),
         "n_constant": float(np.count_nonzero(~live)),
-        "max_abs": float(np.abs(a).max()),
+        "max_abs": max_abs,
+        "rms": rms,
     }
     if not live.any():
         return stats
@@ -210,6 +223,7 @@ def input_stats(x: Any) -> dict[str, float]:
         std_min=float(s.min()),
         std_max=float(s.max()),
         std_ratio=float(s.max() / s.min()),
+        range_ratio=_range_ratio(np.abs(a[:, live]).max(axis=0)),
         mean_abs_over_std=float((np.abs(mean[live]) / s).max()),
     )
     if int(live.sum()) <= _STATS_MAX_FEATURES:
@@ -218,6 +232,62 @@ def input_stats(x: Any) -> dict[str, float]:
         stats["cond"] = _cond(raw.T @ raw / len(raw))
         stats["cond_standardised"] = _cond(z.T @ z / len(z))
     return stats
+
+
+def _first_layer_takes_ids(model: Any) -> bool:
+    """Whether the model's first layer (past its ``Input``) is an ``Embedding``: its integer
+    inputs are then token ids, not magnitudes to scale."""
+    for layer in getattr(model, "layers", None) or []:
+        kind = type(layer).__name__
+        if kind == "InputLayer":
+            continue
+        return kind == "Embedding"
+    return False
+
+
+def fit_inputs(model: Any, *, depth: int = 12) -> Any:
+    """The first rows of the ``x`` that the running ``model.fit`` was given, read from its
+    frame (a callback's ``on_train_begin`` runs inside it; a callback is never handed the
+    data). An array or tensor gives its first rows; a ``tf.data.Dataset`` its first batch
+    (``take(1)``: a new iterator, the one ``fit`` reads is untouched). ``None`` for anything
+    that cannot be read again without consuming it (a generator, a ``PyDataset``) and for a
+    dict or list of inputs."""
+    import sys
+
+    frame: FrameType | None = sys._getframe(1)
+    found: FrameType | None = None
+    for _ in range(depth):
+        if frame is None:
+            break
+        if frame.f_code.co_name == "fit" and frame.f_locals.get("self") is model:
+            found = frame
+            break
+        frame = frame.f_back
+    if found is None:
+        return None
+    x = found.f_locals.get("x")
+    if x is None or isinstance(x, (dict, list, tuple)):
+        return None
+    if type(x).__name__.endswith("Dataset") and hasattr(x, "take"):
+        try:
+            batch = next(iter(x.take(1)))
+        except Exception:
+            return None
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        if isinstance(x, (dict, list, tuple)):
+            return None
+    if not hasattr(x, "shape") or not hasattr(x, "__getitem__"):
+        return None
+    try:
+        return _to_numpy(x[:_STATS_ROWS])
+    except Exception:
+        return None
+
+
+def _range_ratio(peak: Any) -> float:
+    """The largest per-feature ``max |x|`` over the smallest (``inf`` when one is 0)."""
+    low = float(peak.min())
+    return float(peak.max()) / low if low > 0 else math.inf
 
 
 def _cond(gram: Any) -> float:

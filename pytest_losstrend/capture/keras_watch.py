@@ -5,8 +5,9 @@ The watcher never runs per batch. ``losstrend.keras_callback()`` calls it at the
 ``fit``, once at the end of every epoch (weights are copied to the host and compared with the
 previous epoch's copy) and at the end of ``fit``. Everything that needs a forward pass (dead
 ReLU units, the shape check, the sharpness) runs on the fixed ``batch=(x, y)`` given to
-``losstrend.watch``, and only when it is given. Gradients and Hessian-vector products use
-``tf.GradientTape``, so those signals need the TensorFlow backend of Keras.
+``losstrend.watch``, and only when it is given; without one, the input statistics are read at
+the start of ``fit`` from the first rows of the ``x`` it was given. Gradients and Hessian-vector
+products use ``tf.GradientTape``, so those signals need the TensorFlow backend of Keras.
 
 The watcher's state and callback hooks are here; the stateless reading of the model (weight
 names, frozen weights, loss name, input statistics, dead units, sharpness) is in
@@ -25,12 +26,14 @@ import numpy as np
 from pytest_losstrend.capture.keras_signals import (
     LossFn,
     _broadcast_message,
+    _first_layer_takes_ids,
     _frozen_weights,
     _loss_name,
     _tensorflow_backend,
     _to_numpy,
     _weight_names,
     dead_fraction,
+    fit_inputs,
     input_stats,
     top_hessian_eigenvalue_keras,
 )
@@ -80,7 +83,8 @@ class KerasWatcher:
         self._noted_epochs = False
         self.evidence.zero_grad_calls = None  # Keras clears gradients itself.
         if self._x is not None:
-            self.evidence.input_stats = input_stats(self._x)
+            self.evidence.input_stats = input_stats(
+                self._x, ids=_first_layer_takes_ids(model))
         self._describe()
         self._snapshot(compare=False)
 
@@ -163,6 +167,15 @@ class KerasWatcher:
         if self._x is not None and not self.evidence.shape_mismatches:
             self._check_shapes()
         self._describe()
+        if not self.evidence.input_stats:
+            # No batch given to watch: the first rows of what fit() is training on.
+            try:
+                x = fit_inputs(self.model)
+                if x is not None:
+                    self.evidence.input_stats = input_stats(
+                        x, ids=_first_layer_takes_ids(self.model))
+            except Exception as exc:  # the user's data: never fail the test over it
+                self.evidence.notes.append(f"keras: input statistics failed: {exc!r:.200}")
         # Weights changed between fits (by hand, or by a loop the watcher did not see) count.
         self._snapshot(compare=True)
 

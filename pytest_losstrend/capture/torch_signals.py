@@ -89,7 +89,11 @@ def input_stats(x: torch.Tensor) -> dict[str, float]:
     - ``n_features``: the column count; ``n_constant``: columns with zero spread.
     - ``std_min``, ``std_max``, ``std_ratio``: the smallest and largest per-feature standard
       deviation (population, ``ddof=0``) over the non-constant columns, and their ratio.
-    - ``max_abs``: the largest ``|x|``.
+    - ``range_ratio``: the largest per-feature ``max |x|`` over the smallest (non-constant
+      columns): features in different units. Unlike ``std_ratio`` it ignores sparsity, a
+      pixel lit on one image of a batch having a tiny std but the usual range.
+    - ``max_abs``: the largest ``|x|``; ``rms``: the root mean square of every element (1 for
+      standardised features, at most 1 for [0, 1] ones, about 85 for 0-255 pixels).
     - ``mean_abs_over_std``: the largest ``|mean| / std`` over the non-constant columns (an
       offset the model must learn away, e.g. years around 2000).
     - ``cond``: the condition number ``λ_max / λ_min`` of the raw, uncentred Gram matrix
@@ -100,8 +104,8 @@ def input_stats(x: torch.Tensor) -> dict[str, float]:
     - ``cond_standardised``: the same for the non-constant columns after standardising each
       (subtract the mean, divide by the std): what it would face after a ``StandardScaler``.
 
-    Any other float batch (images, sequences) gives ``max_abs``, ``mean`` and ``std`` over all
-    its elements; a non-float one (token ids) gives nothing.
+    Any other float batch (images, sequences) gives ``max_abs``, ``rms``, ``mean`` and ``std``
+    over all its elements; a non-float one (token ids for an ``nn.Embedding``) gives nothing.
     """
     if not x.is_floating_point() or x.numel() == 0:
         return {}
@@ -109,8 +113,9 @@ def input_stats(x: torch.Tensor) -> dict[str, float]:
     # numpy, several times that through torch's dispatcher.
     a = x.detach().to(device="cpu", dtype=torch.float64).numpy()
     max_abs = float(np.abs(a).max())
+    rms = float(np.sqrt(np.mean(np.square(a)))) if math.isfinite(max_abs) else max_abs
     if a.ndim != 2:
-        return {"max_abs": max_abs, "mean": float(a.mean()), "std": float(a.std())}
+        return {"max_abs": max_abs, "rms": rms, "mean": float(a.mean()), "std": float(a.std())}
     if not math.isfinite(max_abs):
         return {"n_features": float(a.shape[1]), "max_abs": max_abs}
     std = a.std(0)
@@ -120,6 +125,7 @@ def input_stats(x: torch.Tensor) -> dict[str, float]:
         "n_features": float(a.shape[1]),
         "n_constant": float((~keep).sum()),
         "max_abs": max_abs,
+        "rms": rms,
         "cond": _gram_cond(a),
     }
     if keep.any():
@@ -127,6 +133,8 @@ def input_stats(x: torch.Tensor) -> dict[str, float]:
         out["std_min"] = float(s.min())
         out["std_max"] = float(s.max())
         out["std_ratio"] = out["std_max"] / out["std_min"]
+        peak = np.abs(a[:, keep]).max(0)
+        out["range_ratio"] = float(peak.max() / peak.min()) if peak.min() > 0 else math.inf
         out["mean_abs_over_std"] = float((np.abs(mean[keep]) / s).max())
         out["cond_standardised"] = _gram_cond((a[:, keep] - mean[keep]) / s)
     return out

@@ -16,7 +16,10 @@ foreach kernels whose results stay on the device until :meth:`TorchWatcher.finis
 The other signals are gathered once: the first batch of inputs and the output width (forward
 hooks that remove themselves after the first call), the loss's argument shapes (a global
 forward pre-hook, removed after a few loss calls), and in :meth:`TorchWatcher.finish` the
-input statistics and one extra forward pass, in eval mode, for dead units.
+input statistics and one extra forward pass, in eval mode, for dead units of activation
+modules. Activations called as functions (``F.relu``, ``torch.tanh``...) are observed on the
+training forward that follows each sampled step (:mod:`.torch_activations`): the model's first
+forward, then the forward after each sampled optimizer step; never on the others.
 
 The per-step machinery is here; the norm samplers are in :mod:`.torch_sampling`, and what is
 read once (loss names, input statistics, loss-argument checks, dead units) in
@@ -36,6 +39,7 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 from torch.utils.hooks import RemovableHandle
 
 from pytest_losstrend.capture.sharpness import top_hessian_eigenvalue_torch
+from pytest_losstrend.capture.torch_activations import ActivationProbe
 from pytest_losstrend.capture.torch_sampling import (
     _numpy_ready,
     _NumpySampler,
@@ -167,6 +171,10 @@ class TorchWatcher:
         self._captured: tuple[tuple[Any, ...], dict[str, Any]] | None = None
         self._input_handles: list[RemovableHandle] = []
         self._init_stale_probes()
+        # Functional activations (F.relu...): the first training forward is observed, then
+        # the forward after each sampled step.
+        self._acts = ActivationProbe(model)
+        self._acts.arm()
 
         self._wrap_zero_grad(model)
         if optimizer is not None:
@@ -243,6 +251,7 @@ class TorchWatcher:
             if i < DENSE_STEPS:
                 self._see_manual_clearing(i)
             self._arm_stale_probes(i)
+            self._acts.arm()
             self._sample_before(opt, i)
 
     def _see_manual_clearing(self, step: int) -> None:
@@ -465,6 +474,7 @@ class TorchWatcher:
                 h.remove()
         self._handles, self._input_handles = [], []
         self._loss_handle = self._adopt_handle = None
+        self._acts.close()
         self._unwrap_zero_grad()
         self._flush()
         ev = self.evidence
@@ -501,6 +511,10 @@ class TorchWatcher:
             except Exception as exc:
                 ev.notes.append(f"dead-unit pass failed: {type(exc).__name__}: {exc}")
             self._captured = None
+        if self._acts.forwards:
+            ev.activation_steps = self._acts.window
+            ev.dead_fraction.update(self._acts.dead())
+            ev.saturated_fraction = self._acts.saturated()
 
     def sharpness(self) -> float | None:
         """The top Hessian eigenvalue of ``loss_fn(model(x), y)`` on the fixed ``batch``, or

@@ -35,7 +35,14 @@ class Evidence:
         unchanged: trainable parameters whose values never changed over the run.
         zero_grad_params: trainable parameters whose gradient was zero (or None) at every sample.
         dead_fraction: per activation layer, the fraction of its outputs that were zero on the
-            sampled batches (ReLU units that never fire).
+            sampled batches (ReLU units that never fire). Activations called as functions
+            (torch: ``F.relu``, ``torch.relu``, ``F.gelu``...) are keyed ``"fc1 via F.relu"``:
+            the layer they follow, and the function.
+        saturated_fraction: per tanh or sigmoid activation (torch: called as a function, or an
+            ``nn.Tanh``/``nn.Sigmoid`` module), the fraction of its units saturated (``|tanh|``
+            at least 0.99, a sigmoid within 0.01 of 0 or 1) on every row of the observed steps.
+        activation_steps: how many sampled training forwards those functional activations and
+            saturations were observed over (0: none observed).
         input_stats: statistics of the first batch of inputs seen: ``n_features``,
             ``std_min``, ``std_max``, ``std_ratio``, ``max_abs``, ``mean_abs_over_std``
             (largest |mean|/std over features), ``cond`` (condition number of the
@@ -73,6 +80,8 @@ class Evidence:
     unchanged: list[str] = field(default_factory=list)
     zero_grad_params: list[str] = field(default_factory=list)
     dead_fraction: dict[str, float] = field(default_factory=dict)
+    saturated_fraction: dict[str, float] = field(default_factory=dict)
+    activation_steps: int = 0
     input_stats: dict[str, float] = field(default_factory=dict)
     output_features: int | None = None
     loss_name: str | None = None

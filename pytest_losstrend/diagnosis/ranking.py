@@ -14,6 +14,7 @@ from pytest_losstrend.diagnosis.signals import (
     fmt_level,
     reference_of,
     unscaled,
+    unscaled_line,
 )
 from pytest_losstrend.verdict.result import Diagnosis, Verdict
 
@@ -70,8 +71,7 @@ def passing_warnings(ctx: DiagnosisContext) -> list[str]:
         out.append(f"dead_units: {100 * frac:.0f}% of the units after {name} never fire")
     stats = ev.input_stats
     if unscaled(stats):
-        out.append(f"unscaled_features: feature std ratio {fmt_g(stats.get('std_ratio', 0.0))}, "
-                   f"max |x| {fmt_g(stats.get('max_abs', 0.0))}")
+        out.append(f"unscaled_features: {unscaled_line(stats)}")
     if ev.not_in_optimizer:
         out.append(f"no_learning: not in the optimizer: {', '.join(ev.not_in_optimizer[:4])}")
     if ev.shape_mismatches:

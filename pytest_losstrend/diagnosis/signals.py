@@ -21,6 +21,13 @@ from pytest_losstrend.verdict.stats import FloatArray
 UNSCALED_STD_RATIO = 100.0
 #: A raw input magnitude above this is features that were never standardised.
 UNSCALED_MAX_ABS = 1e3
+#: Inputs whose magnitude passes ``UNSCALED_RAW_MAX`` with a root mean square above
+#: ``UNSCALED_RMS`` are raw, as 0-255 pixels are (max 255, rms 85-140 on the image sets of
+#: ``benchmarks/input_scale.py``). Standardised features have an rms of 1 whatever their
+#: outliers (a z-score of 100 in a skewed column), [0, 1]-scaled ones and one-hot rows at most 1,
+#: and the raw 0-16 digits of scikit-learn, which train fine, a max of 16 (rms 7.7).
+UNSCALED_RAW_MAX = 100.0
+UNSCALED_RMS = 10.0
 #: Ill-conditioning that standardising would remove: raw features whose Gram matrix is this
 #: much worse conditioned than the standardised one (``UNSCALED_COND_GAIN``) and badly
 #: conditioned in absolute terms (``UNSCALED_COND``).
@@ -96,20 +103,42 @@ def typical_update(ev: Evidence | None) -> float | None:
 def unscaled(stats: dict[str, float]) -> bool:
     """Whether the input statistics show features that standardising would fix.
 
-    Any of: a feature std ratio above ``UNSCALED_STD_RATIO`` (100), a raw magnitude above
-    ``UNSCALED_MAX_ABS`` (1e3), or a finite Gram condition number above ``UNSCALED_COND``
-    (1e4) that standardising improves more than ``UNSCALED_COND_GAIN`` (100) times.
+    Any of: a feature std ratio above ``UNSCALED_STD_RATIO`` (100) with a ratio of the
+    features' ranges (``range_ratio``, their largest ``|x|``) above it too, a raw magnitude above
+    ``UNSCALED_MAX_ABS`` (1e3), a magnitude above ``UNSCALED_RAW_MAX`` (100) with a root mean
+    square above ``UNSCALED_RMS`` (10: raw 0-255 pixels), or a finite Gram condition number
+    above ``UNSCALED_COND`` (1e4) that standardising improves more than ``UNSCALED_COND_GAIN``
+    (100) times.
     """
     cond = stats.get("cond", 0.0)
     cond_s = stats.get("cond_standardised", 0.0)
     # An infinite condition number is a constant or duplicated feature, not a scale problem.
     ill = (math.isfinite(cond) and cond > UNSCALED_COND and cond_s > 0
            and cond / cond_s > UNSCALED_COND_GAIN)
+    # A feature of tiny std is in other units only if its range is small too: a pixel lit on
+    # one image of the batch has a tiny std and the usual range (0-16 digits, [0, 1] pixels).
+    spread = (stats.get("std_ratio", 0.0) > UNSCALED_STD_RATIO
+              and stats.get("range_ratio", math.inf) > UNSCALED_STD_RATIO)
     return bool(
-        stats.get("std_ratio", 0.0) > UNSCALED_STD_RATIO
+        spread
         or stats.get("max_abs", 0.0) > UNSCALED_MAX_ABS
+        or (stats.get("max_abs", 0.0) > UNSCALED_RAW_MAX
+            and stats.get("rms", 0.0) > UNSCALED_RMS)
         or ill
     )
+
+
+def unscaled_line(stats: dict[str, float]) -> str:
+    """What the input statistics show, for an ``unscaled_features`` evidence or warning: the
+    feature std range and ratio where there are features (a 2-d batch), the magnitude and
+    root mean square of every input (images, sequences) otherwise."""
+    tail = f"max |x| = {fmt_g(stats.get('max_abs', 0.0))}"
+    if "rms" in stats:
+        tail += f", root mean square {fmt_g(stats['rms'])}"
+    if "std_ratio" not in stats:
+        return f"inputs of {tail}"
+    return (f"input features span std {fmt_g(stats.get('std_min', 0.0))}.."
+            f"{fmt_g(stats.get('std_max', 0.0))} (ratio {fmt_g(stats['std_ratio'])}), {tail}")
 
 
 def chance(ev: Evidence) -> float | None:
@@ -236,6 +265,8 @@ __all__ = [
     "UNSCALED_COND",
     "UNSCALED_COND_GAIN",
     "UNSCALED_MAX_ABS",
+    "UNSCALED_RAW_MAX",
+    "UNSCALED_RMS",
     "UNSCALED_STD_RATIO",
     "adaptive",
     "blew_up",
@@ -256,4 +287,5 @@ __all__ = [
     "symptom",
     "typical_update",
     "unscaled",
+    "unscaled_line",
 ]

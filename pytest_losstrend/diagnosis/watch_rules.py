@@ -36,6 +36,7 @@ from pytest_losstrend.diagnosis.signals import (
     symptom,
     typical_update,
     unscaled,
+    unscaled_line,
 )
 from pytest_losstrend.verdict.result import Diagnosis
 
@@ -66,6 +67,9 @@ LR_BOUNDED_STEP = ("adam", "rmsprop", "adagrad")
 #: Confidence of a stall's cause (held-out or unchanged parameters, dead units) on a run that
 #: blew up first: then they are more likely the blow-up's consequence than its root.
 AFTER_BLOWUP = 0.6
+#: Confidence of ``dead_units`` from saturated tanh/sigmoid units alone: below ``bad_init``
+#: and ``lr_too_high``, whose symptom saturation usually is.
+SATURATED_CONFIDENCE = 0.45
 #: A gradient norm whose peak is this many times its first value has exploded.
 EXPLODING_GRAD_RATIO = 70.0
 #: A first gradient this many times the weights (|g|/|w|): the write-up regressions sit at 1-10,
@@ -219,21 +223,31 @@ def rule_unscaled_features(ctx: DiagnosisContext) -> list[Diagnosis]:
     stats = ev.input_stats
     if not (unscaled(stats) and (blowing_up or stalling)):
         return []
-    ratio = stats.get("std_ratio", 0.0)
-    max_abs = stats.get("max_abs", 0.0)
     conf = 0.9 if blowing_up else 0.7
     cond = stats.get("cond")
     cond_s = stats.get("cond_standardised")
     extra = (f", condition number {fmt_g(cond)} raw vs {fmt_g(cond_s)} standardised"
              if cond and cond_s else "")
     return [Diagnosis(
-        "unscaled_features", conf,
-        f"input features span std {fmt_g(stats.get('std_min', 0.0))}.."
-        f"{fmt_g(stats.get('std_max', 0.0))} (ratio {fmt_g(ratio)}), "
-        f"max |x| = {fmt_g(max_abs)}{extra}",
+        "unscaled_features", conf, unscaled_line(stats) + extra,
         "standardise the inputs (sklearn StandardScaler, or (x - mean) / std per feature, "
-        "or a keras.layers.Normalization layer); then recompute the learning rate",
+        "or a keras.layers.Normalization layer; divide 0-255 pixels by 255); then recompute "
+        "the learning rate",
     )]
+
+
+def dead_line(ev: Evidence, name: str, frac: float, *, saturated: bool = False) -> str:
+    """What a dead (or saturated) activation shows, in the words of its source: a module's
+    outputs "after act", or a function call "fc1 via F.relu" over the sampled steps it was
+    observed on."""
+    pct = f"{100 * frac:.0f}%"
+    steps = ev.activation_steps
+    over = f" over {steps} sampled step{'s' if steps != 1 else ''}" if steps else ""
+    if saturated:
+        return f"{name}: {pct} of units saturated on every sample{over}"
+    if " via " in name and steps:
+        return f"{name}: {pct} of units never active{over}"
+    return f"{pct} of the units after {name} output zero on every sample"
 
 
 def rule_dead_units(ctx: DiagnosisContext) -> list[Diagnosis]:
@@ -241,19 +255,35 @@ def rule_dead_units(ctx: DiagnosisContext) -> list[Diagnosis]:
 
     Algorithm: an activation layer with at least ``DEAD_FRACTION`` (0.7) of its outputs zero on
     every sampled batch, on a stalling, rising or blown-up curve; the deadest layer is the
-    evidence. Held-out parameters explain a stall too, so they lower the confidence below
+    evidence. A module activation (``nn.ReLU``) is measured on one batch at the end; one called
+    as a function (``F.relu(self.fc1(x))``, named ``"fc1 via F.relu"``) over the last sampled
+    training steps. Held-out parameters explain a stall too, so they lower the confidence below
     ``no_learning``'s 0.9; a blow-up kills ReLUs, so after one the confidence is
     ``AFTER_BLOWUP`` (0.6), below the learning rate that blew it up.
+
+    Saturated tanh or sigmoid units (at least ``DEAD_FRACTION`` saturated on every sample), with
+    no dead ReLU, are named at ``SATURATED_CONFIDENCE`` (0.45): saturation is the symptom of an
+    initialisation or a learning rate too large, which their own rules name above it.
     """
     ev = ctx.evidence
     if ev is None:
         return []
     dead = _dead(ev)
     kind = ctx.verdict.kind
-    if not (dead and (kind in STALLING or kind in ("rise", "blowup"))):
+    if not (kind in STALLING or kind in ("rise", "blowup")):
         return []
+    if not dead:
+        sat = {k: v for k, v in ev.saturated_fraction.items() if v >= DEAD_FRACTION}
+        if not sat:
+            return []
+        name, frac = max(sat.items(), key=lambda kv: kv[1])
+        return [Diagnosis(
+            "dead_units", SATURATED_CONFIDENCE, dead_line(ev, name, frac, saturated=True),
+            "use a default (Glorot) initialisation, standardise the inputs, normalise the "
+            "pre-activations (LayerNorm or BatchNorm) or lower the learning rate",
+        )]
     name, frac = max(dead.items(), key=lambda kv: kv[1])
-    what = f"{100 * frac:.0f}% of the units after {name} output zero on every sample"
+    what = dead_line(ev, name, frac)
     conf = 0.92 if not _held_out(ev) else 0.8
     if blew_up(ctx.verdict):
         conf, what = AFTER_BLOWUP, what + ", after the loss blew up"
@@ -398,6 +428,36 @@ def rule_bad_init(ctx: DiagnosisContext) -> list[Diagnosis]:
     )]
 
 
+#: The warnings of a passing (or skipped) test that the evidence makes certain, by code: they
+#: become a ``LossTrendWarning`` in pytest's warnings summary. ``bad_init``: a first loss 10x
+#: the chance level ln(C) or 10x the reference level (a measured level against a computed one);
+#: ``dead_units``: at least half of a layer's units never active (or saturated) on what was
+#: measured; ``unscaled_features``: input statistics past the thresholds of
+#: :func:`~pytest_losstrend.diagnosis.signals.unscaled`; ``loss_input``: probabilities (rows in
+#: [0, 1] summing to 1) fed to a loss that expects logits. Parameters outside the optimizer and
+#: broadcast shapes are left out: they are invariants, which fail the test unless ``allow=``
+#: says they are meant.
+SURE_WARNINGS = ("bad_init", "dead_units", "unscaled_features", "loss_input")
+#: A passing test is warned about saturated tanh/sigmoid units from this fraction (as about
+#: half-dead ReLUs).
+WARN_SATURATED_FRACTION = 0.5
+
+
+def sure_warnings(warnings: list[str], evidence: Evidence | None) -> tuple[list[str], list[str]]:
+    """``(every warning, the sure ones)`` of a passing or skipped test: ``warnings`` (the
+    passing warnings, ``code: text``) with the watcher's own certain notes added (saturated
+    units, probabilities fed to a logits loss), and of those the ones whose code is in
+    :data:`SURE_WARNINGS`."""
+    out = list(warnings)
+    if evidence is not None:
+        for name, frac in evidence.saturated_fraction.items():
+            if frac >= WARN_SATURATED_FRACTION:
+                out.append("dead_units: " + dead_line(evidence, name, frac, saturated=True))
+        out += [f"loss_input: {n}" for n in evidence.notes if "expects logits" in n]
+    out = list(dict.fromkeys(out))
+    return out, [w for w in out if w.split(":", 1)[0] in SURE_WARNINGS]
+
+
 __all__ = [
     "ADAPTIVE_REACH",
     "AFTER_BLOWUP",
@@ -408,8 +468,12 @@ __all__ = [
     "EXPLODING_GRAD_RATIO",
     "FAR_BELOW_LIMIT",
     "LR_BOUNDED_STEP",
+    "SATURATED_CONFIDENCE",
     "STALLING",
+    "SURE_WARNINGS",
     "TINY_UPDATE",
+    "WARN_SATURATED_FRACTION",
+    "dead_line",
     "rule_bad_init",
     "rule_dead_units",
     "rule_exploding_gradients",
@@ -418,4 +482,5 @@ __all__ = [
     "rule_stale_gradients",
     "rule_tiny_updates",
     "rule_unscaled_features",
+    "sure_warnings",
 ]

@@ -315,6 +315,12 @@ def markdown_report(doc: ReportDoc) -> str:
                 for d in t["diagnoses"][:2]:
                     lines.append(f"  - **{d['cause']}** ({d['confidence']:.2f}): "
                                  f"{_md_cell(d['evidence'])}. Fix: {_md_cell(d['fix'])}")
+    warned = [t for t in tests if t.get("warnings")]
+    if warned:
+        # A passing test's warnings are what a job summary reader would otherwise never see.
+        lines += ["", "### Warnings", ""]
+        for t in warned:
+            lines += [f"- `{_md_cell(t['nodeid'])}`: {_md_cell(w)}" for w in t["warnings"]]
     lines += _markdown_baseline(tests)
     return "\n".join(lines) + "\n"
 
