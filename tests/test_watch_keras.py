@@ -365,9 +365,13 @@ def test_input_stats_definitions() -> None:
     assert stats["mean_abs_over_std"] == pytest.approx((np.abs(mean) / std).max())
     eig = np.linalg.eigvalsh(a[:, :2].T @ a[:, :2] / 500)
     assert stats["cond"] == pytest.approx(eig[-1] / eig[0], rel=1e-6)
-    # Only 2-d float inputs: images and token ids say nothing about feature scaling.
-    assert input_stats(np.zeros((4, 3, 3), dtype="float32")) == {}
-    assert input_stats(np.arange(12).reshape(4, 3)) == {}
+    # Images: whole-batch figures only (0-255 pixels are raw magnitudes); integer inputs
+    # count as numbers (uint8 pixels) unless the first layer embeds them as token ids.
+    img = np.full((4, 3, 3), 255.0, dtype="float32")
+    assert input_stats(img) == {"max_abs": 255.0, "rms": 255.0, "mean": 255.0, "std": 0.0}
+    assert input_stats(np.arange(12).reshape(4, 3))["max_abs"] == 11.0
+    assert input_stats(np.arange(12).reshape(4, 3), ids=True) == {}
+    assert input_stats(np.array(["a", "b"])) == {}
 
 
 def test_shape_mismatch_reported() -> None:

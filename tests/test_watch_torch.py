@@ -290,7 +290,7 @@ def test_input_stats_definitions() -> None:
     # Fewer rows than features: XᵀX is singular.
     assert input_stats(torch.randn(3, 5))["cond"] == math.inf
     # Images: whole-tensor figures only; token ids: nothing.
-    assert set(input_stats(torch.rand(4, 3, 8, 8))) == {"max_abs", "mean", "std"}
+    assert set(input_stats(torch.rand(4, 3, 8, 8))) == {"max_abs", "rms", "mean", "std"}
     assert input_stats(torch.arange(10)) == {}
 
 

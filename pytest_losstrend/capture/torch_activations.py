@@ -22,9 +22,11 @@ Each call is named after the layer it follows: the module whose output is the ac
 input (``fc1`` in ``F.relu(self.fc1(x))``), else the module that finished last, else the module
 whose forward called it; then ``via`` and the function: ``"fc1 via F.relu"``. A unit (an output
 element of a row, as for module activations) of a ReLU-like function is dead when it is never
-positive; a ``tanh`` unit is saturated when ``|y| >= SATURATED_TANH``, a sigmoid unit when it
-is within ``SATURATED_SIGMOID`` of 0 or 1, on every row. Both are judged over the last
-:data:`WINDOW` observed forwards, so a layer that dies during training is seen dead at the end.
+positive; a ``tanh`` output is saturated when ``|y| >= SATURATED_TANH``, a sigmoid output
+when it is within ``SATURATED_SIGMOID`` of 0 or 1, and a layer's saturation is the fraction of
+its outputs that are (a saturated unit still crosses zero on the odd row, so "on every row"
+would miss a layer pinned at +-1). Both are judged over the last :data:`WINDOW` observed
+forwards, so a layer that dies during training is seen dead at the end.
 """
 
 from __future__ import annotations
@@ -88,13 +90,14 @@ def _units(out: Any) -> torch.Tensor | None:
     return flat if flat.shape[0] and flat.shape[1] else None
 
 
-def _active(flat: torch.Tensor, kind: str) -> torch.Tensor:
-    """Per unit, whether it was active (positive; unsaturated) on some row of this batch."""
+def _reading(flat: torch.Tensor, kind: str) -> torch.Tensor:
+    """What one call says: per unit, whether it was positive on some row of the batch
+    (ReLU-like); the fraction of its outputs that are saturated (tanh, sigmoid)."""
     if kind == "dead":
         return (flat > 0).any(0)
     if kind == "tanh":
-        return (flat.abs() < SATURATED_TANH).any(0)
-    return ((flat > SATURATED_SIGMOID) & (flat < 1 - SATURATED_SIGMOID)).any(0)
+        return (flat.abs() >= SATURATED_TANH).float().mean()
+    return ((flat <= SATURATED_SIGMOID) | (flat >= 1 - SATURATED_SIGMOID)).float().mean()
 
 
 class _Mode(TorchFunctionMode):
@@ -145,7 +148,7 @@ class ActivationProbe:
         self._outputs: dict[int, tuple[torch.Tensor, str]] = {}
         self._calls: dict[str, int] = {}
         self._seen_now = 0
-        # key -> (kind, per observed forward: each unit active or not)
+        # key -> (kind, per observed forward: each unit active or not; the fraction saturated)
         self._masks: dict[str, tuple[str, deque[torch.Tensor]]] = {}
 
     @property
@@ -247,11 +250,11 @@ class ActivationProbe:
         if flat is None:
             return
         self._seen_now += 1
-        active = _active(flat, kind)
+        reading = _reading(flat, kind)
         entry = self._masks.get(key)
-        if entry is None or entry[1][0].shape != active.shape:
+        if entry is None or entry[1][0].shape != reading.shape:
             entry = self._masks[key] = (kind, deque(maxlen=WINDOW))
-        entry[1].append(active)
+        entry[1].append(reading)
 
     # -- the results ----------------------------------------------------------------------
 
@@ -260,8 +263,9 @@ class ActivationProbe:
         for key, (kind, masks) in self._masks.items():
             if (kind == "dead") != dead or not masks:
                 continue
-            ever = torch.stack(list(masks)).any(0)
-            out[key] = 1.0 - float(ever.float().mean())
+            stacked = torch.stack(list(masks))
+            out[key] = (1.0 - float(stacked.any(0).float().mean())) if dead else float(
+                stacked.mean())
         return out
 
     def dead(self) -> dict[str, float]:
@@ -270,11 +274,12 @@ class ActivationProbe:
         return self._fractions(True)
 
     def saturated(self) -> dict[str, float]:
-        """Per tanh or sigmoid activation, the fraction of its units saturated on every row of
-        the last :data:`WINDOW` observed forwards."""
+        """Per tanh or sigmoid activation, the fraction of its outputs (every unit of every row)
+        saturated over the last :data:`WINDOW` observed forwards."""
         return self._fractions(False)
 
     @property
     def window(self) -> int:
-        """How many observed forwards the fractions are over (at most :data:`WINDOW`)."""
-        return min(self.forwards, WINDOW)
+        """How many observed forwards the fractions are over (at most :data:`WINDOW`; 0 when
+        no functional activation was seen)."""
+        return min(self.forwards, WINDOW) if self._masks else 0

@@ -511,7 +511,7 @@ class TorchWatcher:
             except Exception as exc:
                 ev.notes.append(f"dead-unit pass failed: {type(exc).__name__}: {exc}")
             self._captured = None
-        if self._acts.forwards:
+        if self._acts.window:
             ev.activation_steps = self._acts.window
             ev.dead_fraction.update(self._acts.dead())
             ev.saturated_fraction = self._acts.saturated()

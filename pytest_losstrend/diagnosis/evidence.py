@@ -39,8 +39,8 @@ class Evidence:
             (torch: ``F.relu``, ``torch.relu``, ``F.gelu``...) are keyed ``"fc1 via F.relu"``:
             the layer they follow, and the function.
         saturated_fraction: per tanh or sigmoid activation (torch: called as a function, or an
-            ``nn.Tanh``/``nn.Sigmoid`` module), the fraction of its units saturated (``|tanh|``
-            at least 0.99, a sigmoid within 0.01 of 0 or 1) on every row of the observed steps.
+            ``nn.Tanh``/``nn.Sigmoid`` module), the fraction of its outputs saturated
+            (``|tanh|`` at least 0.99, a sigmoid within 0.01 of 0 or 1) on the observed steps.
         activation_steps: how many sampled training forwards those functional activations and
             saturations were observed over (0: none observed).
         input_stats: statistics of the first batch of inputs seen: ``n_features``,

@@ -244,7 +244,7 @@ def dead_line(ev: Evidence, name: str, frac: float, *, saturated: bool = False) 
     steps = ev.activation_steps
     over = f" over {steps} sampled step{'s' if steps != 1 else ''}" if steps else ""
     if saturated:
-        return f"{name}: {pct} of units saturated on every sample{over}"
+        return f"{name}: {pct} of outputs saturated{over}"
     if " via " in name and steps:
         return f"{name}: {pct} of units never active{over}"
     return f"{pct} of the units after {name} output zero on every sample"
@@ -261,8 +261,8 @@ def rule_dead_units(ctx: DiagnosisContext) -> list[Diagnosis]:
     ``no_learning``'s 0.9; a blow-up kills ReLUs, so after one the confidence is
     ``AFTER_BLOWUP`` (0.6), below the learning rate that blew it up.
 
-    Saturated tanh or sigmoid units (at least ``DEAD_FRACTION`` saturated on every sample), with
-    no dead ReLU, are named at ``SATURATED_CONFIDENCE`` (0.45): saturation is the symptom of an
+    Saturated tanh or sigmoid outputs (at least ``DEAD_FRACTION`` of a layer's outputs over the
+    sampled steps), with no dead ReLU, are named at ``SATURATED_CONFIDENCE`` (0.45): saturation is the symptom of an
     initialisation or a learning rate too large, which their own rules name above it.
     """
     ev = ctx.evidence
