@@ -262,8 +262,9 @@ def rule_dead_units(ctx: DiagnosisContext) -> list[Diagnosis]:
     ``AFTER_BLOWUP`` (0.6), below the learning rate that blew it up.
 
     Saturated tanh or sigmoid outputs (at least ``DEAD_FRACTION`` of a layer's outputs over the
-    sampled steps), with no dead ReLU, are named at ``SATURATED_CONFIDENCE`` (0.45): saturation is the symptom of an
-    initialisation or a learning rate too large, which their own rules name above it.
+    sampled steps), with no dead ReLU, are named at ``SATURATED_CONFIDENCE`` (0.45): saturation
+    is the symptom of an initialisation or a learning rate too large, which their own rules
+    name above it.
     """
     ev = ctx.evidence
     if ev is None:
