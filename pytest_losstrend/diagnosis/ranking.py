@@ -8,6 +8,7 @@ from dataclasses import replace
 from pytest_losstrend.diagnosis.context import DiagnosisContext
 from pytest_losstrend.diagnosis.signals import (
     chance,
+    dead_line,
     far_above_reference,
     first_level,
     fmt_g,
@@ -68,7 +69,8 @@ def passing_warnings(ctx: DiagnosisContext) -> list[str]:
         return out
     half_dead = {k: v for k, v in ev.dead_fraction.items() if v >= WARN_DEAD_FRACTION}
     for name, frac in half_dead.items():
-        out.append(f"dead_units: {100 * frac:.0f}% of the units after {name} never fire")
+        out.append(f"dead_units: {dead_line(ev, name, frac)}" if " via " in name else
+                   f"dead_units: {100 * frac:.0f}% of the units after {name} never fire")
     stats = ev.input_stats
     if unscaled(stats):
         out.append(f"unscaled_features: {unscaled_line(stats)}")

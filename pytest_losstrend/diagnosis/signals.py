@@ -141,6 +141,20 @@ def unscaled_line(stats: dict[str, float]) -> str:
             f"{fmt_g(stats.get('std_max', 0.0))} (ratio {fmt_g(stats['std_ratio'])}), {tail}")
 
 
+def dead_line(ev: Evidence, name: str, frac: float, *, saturated: bool = False) -> str:
+    """What a dead (or saturated) activation shows, in the words of its source: a module's
+    outputs "after act", or a function call "fc1 via F.relu" over the sampled steps it was
+    observed on."""
+    pct = f"{100 * frac:.0f}%"
+    steps = ev.activation_steps
+    over = f" over {steps} sampled step{'s' if steps != 1 else ''}" if steps else ""
+    if saturated:
+        return f"{name}: {pct} of outputs saturated{over}"
+    if " via " in name and steps:
+        return f"{name}: {pct} of units never active{over}"
+    return f"{pct} of the units after {name} output zero on every sample"
+
+
 def chance(ev: Evidence) -> float | None:
     """The chance-level loss ln(C) of a C-class cross-entropy classifier (C >= 2), else None."""
     name = (ev.loss_name or "").lower()
@@ -271,6 +285,7 @@ __all__ = [
     "adaptive",
     "blew_up",
     "chance",
+    "dead_line",
     "far_above_reference",
     "first_level",
     "fmt_g",

@@ -26,6 +26,7 @@ from pytest_losstrend.diagnosis.signals import (
     HEALTHY_UPDATE,
     blew_up,
     chance,
+    dead_line,
     far_above_reference,
     first_level,
     fmt_g,
@@ -234,20 +235,6 @@ def rule_unscaled_features(ctx: DiagnosisContext) -> list[Diagnosis]:
         "or a keras.layers.Normalization layer; divide 0-255 pixels by 255); then recompute "
         "the learning rate",
     )]
-
-
-def dead_line(ev: Evidence, name: str, frac: float, *, saturated: bool = False) -> str:
-    """What a dead (or saturated) activation shows, in the words of its source: a module's
-    outputs "after act", or a function call "fc1 via F.relu" over the sampled steps it was
-    observed on."""
-    pct = f"{100 * frac:.0f}%"
-    steps = ev.activation_steps
-    over = f" over {steps} sampled step{'s' if steps != 1 else ''}" if steps else ""
-    if saturated:
-        return f"{name}: {pct} of outputs saturated{over}"
-    if " via " in name and steps:
-        return f"{name}: {pct} of units never active{over}"
-    return f"{pct} of the units after {name} output zero on every sample"
 
 
 def rule_dead_units(ctx: DiagnosisContext) -> list[Diagnosis]:
@@ -474,7 +461,6 @@ __all__ = [
     "SURE_WARNINGS",
     "TINY_UPDATE",
     "WARN_SATURATED_FRACTION",
-    "dead_line",
     "rule_bad_init",
     "rule_dead_units",
     "rule_exploding_gradients",
