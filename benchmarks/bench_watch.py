@@ -20,6 +20,11 @@ Two measurements, printed as markdown tables:
    features with one of them x10 (a wide eigenvalue gap) or two of them x10 and x8 (a narrow
    one), and scikit-learn's diabetes (scaled as shipped, and raw).
    Target: relative error <= 1%.
+3. ``activations``: the same loop on a tiny MLP that calls ``F.relu`` (``nn.Linear(10, 32)``,
+   ``F.relu``, ``nn.Linear(32, 1)``), unwatched, watched, and watched with the functional
+   activation probe switched off; then the CPU time of one forward plain, observed under the
+   probe's ``TorchFunctionMode``, and observed by wrapping ``F.relu`` instead (with the same
+   module hooks). Target: watched median ratio <= 1.10.
 
 The machine this runs on is small and shared: every comparison interleaves its variants in one
 process, and ratios of wall-clock times within a pair are what is compared. ``--quick`` takes
@@ -252,13 +257,161 @@ def bench_sharpness() -> Table:
     return table
 
 
+# -- 3. functional activations -----------------------------------------------------------
+
+
+ACT_VARIANTS = ("unwatched", "watched", "watched, functional activations not observed")
+
+
+def bench_activations(rounds: int) -> Table:
+    """The cost of observing ``F.relu`` calls: a tiny MLP whose activation is a function
+    (``nn.Linear(10, 32)``, ``F.relu``, ``nn.Linear(32, 1)``), watched with and without the
+    activation probe, against the loop unwatched; then the cost of one observed forward under
+    the probe's ``TorchFunctionMode`` against the alternative of wrapping
+    ``torch.nn.functional.relu`` and ``torch.relu`` for that forward."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    from pytest_losstrend.capture import torch_activations
+    from pytest_losstrend.capture.torch_watch import TorchWatcher
+
+    torch.set_num_threads(1)
+    gen = torch.Generator().manual_seed(0)
+    xs = torch.randn(STEPS, BATCH, 10, generator=gen)
+    ys = xs.sum(-1, keepdim=True) + 0.1 * torch.randn(STEPS, BATCH, 1, generator=gen)
+
+    class MLP(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1 = nn.Linear(10, 32)
+            self.fc2 = nn.Linear(32, 1)
+
+        def forward(self, x: Any) -> Any:
+            return self.fc2(F.relu(self.fc1(x)))
+
+    arm = torch_activations.ActivationProbe.arm
+    observed: dict[str, int] = {}
+
+    def run(variant: str) -> tuple[float, float]:
+        torch.manual_seed(0)
+        model = MLP()
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        if variant.endswith("not observed"):
+            torch_activations.ActivationProbe.arm = lambda self: None  # type: ignore[method-assign]
+
+        def loop() -> None:
+            w = TorchWatcher(model, opt) if variant != "unwatched" else None
+            for i in range(STEPS):
+                opt.zero_grad()
+                F.mse_loss(model(xs[i]), ys[i]).backward()
+                opt.step()
+            if w is not None:
+                w.finish()
+                observed[variant] = w._acts.forwards
+
+        try:
+            return timed(loop)
+        finally:
+            torch_activations.ActivationProbe.arm = arm  # type: ignore[method-assign]
+
+    for _ in range(2):
+        for v in ACT_VARIANTS:
+            run(v)
+    times: dict[str, list[tuple[float, float]]] = {v: [] for v in ACT_VARIANTS}
+    k = len(ACT_VARIANTS)
+    for r in range(rounds):
+        for j in range(k):
+            v = ACT_VARIANTS[(r + j) % k]
+            times[v].append(run(v))
+    base = times[ACT_VARIANTS[0]]
+    table = Table(
+        f"functional activations: watch() on a tiny MLP calling F.relu ({STEPS} steps, "
+        f"nn.Linear(10, 32), F.relu, nn.Linear(32, 1), batch {BATCH}, SGD, one thread)",
+        ["variant", "wall-time ratio: median (IQR)", "extra CPU per step",
+         "forwards observed", "target", "ok"],
+    )
+    for v in ACT_VARIANTS[1:]:
+        wall = [t[0] / b[0] for t, b in zip(times[v], base, strict=True)]
+        extra = [(t[1] - b[1]) / STEPS * 1e6 for t, b in zip(times[v], base, strict=True)]
+        w1, wm, w3 = quartiles(wall)
+        judged = v == "watched"
+        ok = wm <= OVERHEAD_TARGET
+        if judged:
+            table.ok = ok
+        table.rows.append([v, f"{wm:.3f} ({w1:.3f}..{w3:.3f})",
+                           f"{statistics.median(extra):.2f} us", str(observed.get(v, "-")),
+                           f"<= {OVERHEAD_TARGET:.2f}" if judged else "-",
+                           ("yes" if ok else "NO") if judged else "-"])
+        table.data[v] = {"wall_ratios": wall, "extra_cpu_us": extra}
+
+    # One observed forward: the probe (a function mode and two global module hooks) against
+    # wrapping the two functions the model could call (with the same module hooks).
+    model = MLP()
+    x = xs[0]
+
+    def plain() -> None:
+        for _ in range(200):
+            model(x)
+
+    def probe_mode() -> None:
+        probe = torch_activations.ActivationProbe(model)
+        for _ in range(200):
+            probe.arm()
+            model(x)
+        probe.close()
+
+    def wrapped() -> None:
+        glob = nn.modules.module
+        stack: list[nn.Module] = []
+        seen: list[Any] = []
+        original = F.relu
+
+        def relu(t: Any, *a: Any, **kw: Any) -> Any:
+            out = original(t, *a, **kw)
+            seen.append((stack[-1] if stack else None, (out.detach() > 0).any(0)))
+            return out
+
+        def push(m: nn.Module, a: Any) -> None:
+            stack.append(m)
+
+        def pop(m: nn.Module, a: Any, o: Any) -> None:
+            stack.pop()
+
+        for _ in range(200):
+            hooks = [glob.register_module_forward_pre_hook(push),
+                     glob.register_module_forward_hook(pop, always_call=True)]
+            F.relu = relu
+            try:
+                model(x)
+            finally:
+                F.relu = original
+                for h in hooks:
+                    h.remove()
+
+    per: dict[str, list[float]] = {"plain forward": [], "observed: TorchFunctionMode (ours)": [],
+                                   "observed: F.relu wrapped": []}
+    fns = dict(zip(per, (plain, probe_mode, wrapped), strict=True))
+    for _ in range(3):
+        for f in fns.values():
+            f()
+    for r in range(rounds):
+        for name in list(per)[r % 3:] + list(per)[:r % 3]:
+            per[name].append(timed(fns[name])[1] / 200 * 1e6)
+    for name, vals in per.items():
+        table.rows.append([f"one forward, {name}", "-", f"{statistics.median(vals):.1f} us",
+                           "-", "-", "-"])
+        table.data[f"forward: {name}"] = vals
+    return table
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the measurements, print the tables; 1 when a target was missed."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer pairs (about 30 s)")
     parser.add_argument("--json", help="also write the raw numbers to this file")
-    parser.add_argument("--only", default="overhead,sharpness",
-                        help="comma-separated: overhead, sharpness")
+    parser.add_argument("--only", default="overhead,sharpness,activations",
+                        help="comma-separated: overhead, sharpness, activations")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     only = set(args.only.split(","))
@@ -267,6 +420,8 @@ def main(argv: list[str] | None = None) -> int:
         tables.append(bench_overhead(15 if args.quick else 41))
     if "sharpness" in only:
         tables.append(bench_sharpness())
+    if "activations" in only:
+        tables.append(bench_activations(15 if args.quick else 41))
     print("\n\n".join(t.markdown() for t in tables))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:

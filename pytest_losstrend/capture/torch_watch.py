@@ -18,8 +18,9 @@ hooks that remove themselves after the first call), the loss's argument shapes (
 forward pre-hook, removed after a few loss calls), and in :meth:`TorchWatcher.finish` the
 input statistics and one extra forward pass, in eval mode, for dead units of activation
 modules. Activations called as functions (``F.relu``, ``torch.tanh``...) are observed on the
-training forward that follows each sampled step (:mod:`.torch_activations`): the model's first
-forward, then the forward after each sampled optimizer step; never on the others.
+training forward that follows a sampled step (:mod:`.torch_activations`): the model's first
+forward, the forward after each dense step, then after every :data:`ACTIVATION_EVERY`-th
+sample; never on the others.
 
 The per-step machinery is here; the norm samplers are in :mod:`.torch_sampling`, and what is
 read once (loss names, input statistics, loss-argument checks, dead units) in
@@ -81,6 +82,12 @@ LOSS_CHECK_STEPS = 10
 PENDING_MAX = 256
 #: ...or once it holds this many numbers or 0-d tensors (four per parameter per sample).
 PENDING_TENSORS = 16384
+
+
+#: After the dense steps, the forward after every this-many-th sample is observed for
+#: functional activations (:mod:`.torch_activations`): each observed forward costs about three
+#: plain ones on a tiny model (``benchmarks/bench_watch.py``, "functional activations").
+ACTIVATION_EVERY = 4
 
 
 #: Parameters whose gradients are probed for carry-over between optimizer steps (the first,
@@ -172,7 +179,7 @@ class TorchWatcher:
         self._input_handles: list[RemovableHandle] = []
         self._init_stale_probes()
         # Functional activations (F.relu...): the first training forward is observed, then
-        # the forward after each sampled step.
+        # the forward after a sampled step (see ACTIVATION_EVERY).
         self._acts = ActivationProbe(model)
         self._acts.arm()
 
@@ -251,7 +258,8 @@ class TorchWatcher:
             if i < DENSE_STEPS:
                 self._see_manual_clearing(i)
             self._arm_stale_probes(i)
-            self._acts.arm()
+            if i < DENSE_STEPS or self._sparse % ACTIVATION_EVERY == 0:
+                self._acts.arm()
             self._sample_before(opt, i)
 
     def _see_manual_clearing(self, step: int) -> None:
