@@ -5,7 +5,8 @@ Usage::
     python benchmarks/input_scale.py
 
 For each data set, the statistics ``watch`` takes of the first batch a model is given (its
-first 512 rows, :func:`pytest_losstrend.capture.torch_signals.input_stats`) and whether
+first 512 rows, :func:`pytest_losstrend.capture.torch_signals.input_stats`; Keras' own,
+:func:`pytest_losstrend.capture.keras_signals.input_stats`, on up to 4096 rows) and whether
 :func:`pytest_losstrend.diagnosis.signals.unscaled` flags it, before (magnitude above 1e3, std
 ratio above 100, or ill-conditioning standardising removes) and now (the std ratio counts only
 when the features' ranges differ as much, ``range_ratio``; and the raw-magnitude rule: max |x|
@@ -24,6 +25,7 @@ import torch
 from sklearn import datasets
 from sklearn.preprocessing import StandardScaler
 
+from pytest_losstrend.capture.keras_signals import input_stats as keras_input_stats
 from pytest_losstrend.capture.torch_signals import input_stats
 from pytest_losstrend.diagnosis import signals
 
@@ -92,24 +94,31 @@ def main() -> int:
     """Print the table; 1 when a data set is flagged against expectation."""
     ok = True
     print("| data set | max abs | rms | std | std ratio | range ratio | flagged before | "
-          "flagged now | expected |")
-    print("|---|---:|---:|---:|---:|---:|---|---|---|")
+          "flagged now | flagged now (Keras statistics) | expected |")
+    print("|---|---:|---:|---:|---:|---:|---|---|---|---|")
     for name, x, expected in cases():
         t = torch.as_tensor(np.asarray(x, dtype=np.float32)[:ROWS])
         st = input_stats(t)
         spread = st.get("std", float(np.asarray(x[:ROWS], dtype=np.float64).std()))
         now = signals.unscaled(st)
-        ok = ok and now == expected
+        ks = keras_input_stats(np.asarray(x, dtype=np.float32))
+        keras_now = signals.unscaled(ks)
+        ok = ok and now == expected and keras_now == expected
         ratios = (f"{st['std_ratio']:.3g} | {st['range_ratio']:.3g}" if "std_ratio" in st
                   else "- | -")
         print(f"| {name} | {st['max_abs']:.3g} | {st['rms']:.3g} | {spread:.3g} | {ratios} | "
               f"{'yes' if _old(st) else 'no'} | {'yes' if now else 'no'} | "
+              f"{'yes' if keras_now else 'no'} ({'yes' if _old(ks) else 'no'} before) | "
               f"{'yes' if expected else 'no'} |")
     ids = input_stats(torch.randint(0, 30000, (ROWS, 16)))
     flagged = signals.unscaled(ids)
     ok = ok and not flagged
+    keras_ids = keras_input_stats(np.arange(ROWS * 16).reshape(ROWS, 16), ids=True)
+    flagged = flagged or signals.unscaled(keras_ids)
+    ok = ok and not flagged
     print(f"| token ids 0-30000 (int64, nn.Embedding) | - | - | - | - | - | no | "
-          f"{'yes' if flagged else 'no'} (no statistics: not a float input) | no |")
+          f"{'yes' if flagged else 'no'} (no statistics: not a float input) | no (no "
+          f"statistics: a first Embedding layer) | no |")
     return 0 if ok else 1
 
 

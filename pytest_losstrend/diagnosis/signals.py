@@ -106,19 +106,20 @@ def unscaled(stats: dict[str, float]) -> bool:
     Any of: a feature std ratio above ``UNSCALED_STD_RATIO`` (100) with a ratio of the
     features' ranges (``range_ratio``, their largest ``|x|``) above it too, a raw magnitude above
     ``UNSCALED_MAX_ABS`` (1e3), a magnitude above ``UNSCALED_RAW_MAX`` (100) with a root mean
-    square above ``UNSCALED_RMS`` (10: raw 0-255 pixels), or a finite Gram condition number
-    above ``UNSCALED_COND`` (1e4) that standardising improves more than ``UNSCALED_COND_GAIN``
-    (100) times.
+    square above ``UNSCALED_RMS`` (10: raw 0-255 pixels), or, with that range ratio above 100
+    too, a finite Gram condition number above ``UNSCALED_COND`` (1e4) that standardising
+    improves more than ``UNSCALED_COND_GAIN`` (100) times.
     """
     cond = stats.get("cond", 0.0)
     cond_s = stats.get("cond_standardised", 0.0)
-    # An infinite condition number is a constant or duplicated feature, not a scale problem.
-    ill = (math.isfinite(cond) and cond > UNSCALED_COND and cond_s > 0
-           and cond / cond_s > UNSCALED_COND_GAIN)
     # A feature of tiny std is in other units only if its range is small too: a pixel lit on
-    # one image of the batch has a tiny std and the usual range (0-16 digits, [0, 1] pixels).
-    spread = (stats.get("std_ratio", 0.0) > UNSCALED_STD_RATIO
-              and stats.get("range_ratio", math.inf) > UNSCALED_STD_RATIO)
+    # one image of the batch has a tiny std and the usual range (0-16 digits, [0, 1] pixels),
+    # and its rare values make the raw Gram matrix ill-conditioned as well.
+    units = stats.get("range_ratio", math.inf) > UNSCALED_STD_RATIO
+    # An infinite condition number is a constant or duplicated feature, not a scale problem.
+    ill = (units and math.isfinite(cond) and cond > UNSCALED_COND and cond_s > 0
+           and cond / cond_s > UNSCALED_COND_GAIN)
+    spread = units and stats.get("std_ratio", 0.0) > UNSCALED_STD_RATIO
     return bool(
         spread
         or stats.get("max_abs", 0.0) > UNSCALED_MAX_ABS
