@@ -135,7 +135,7 @@ def _logits() -> tuple[torch.Tensor, torch.Tensor]:
     lambda x, y: F.cross_entropy(x, y, weight=torch.ones(5)),
     lambda x, y: F.cross_entropy(x, y, reduction="sum"),
     lambda x, y: F.cross_entropy(x, y) / 4,                    # accumulation's scaling
-    lambda x, y: F.nll_loss(x, y),                             # not on log-probabilities
+    F.nll_loss,                                                # not on log-probabilities
     lambda x, y: F.mse_loss(x, x.detach() * 0 + 1) + F.cross_entropy(x, y),
     lambda x, y: F.mse_loss(torch.ones(32, 5), x),             # the arguments swapped
     lambda x, y: F.binary_cross_entropy_with_logits(x, torch.ones(32, 5),
