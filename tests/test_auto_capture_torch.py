@@ -260,3 +260,31 @@ def test_capture_restores_on_interrupt_and_counts_threads() -> None:
             torch.amp.GradScaler.scale) == originals
     assert len(rec.losses()) == 40
     assert rec.framework == "torch"
+
+
+def test_nested_backward_is_not_a_loss_and_no_warning() -> None:
+    """A backward run from a hook inside another backward is not recorded (torch's graph task
+    tells), and reading the captured loss makes torch print no requires_grad warning."""
+    import warnings
+
+    import torch
+
+    from pytest_losstrend.capture.auto import AutoCapture
+    from pytest_losstrend.capture.recorder import Recorder
+
+    w = torch.zeros(3, requires_grad=True)
+    v = torch.ones(3, requires_grad=True)
+
+    def hook(grad: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            (v * 2.0).sum().backward()
+        return grad
+
+    w.register_hook(hook)
+    rec = Recorder()
+    with warnings.catch_warnings(record=True) as caught, AutoCapture(rec):
+        warnings.simplefilter("always")
+        for _ in range(5):
+            ((w - 1.0) ** 2).sum().backward()
+    assert rec.losses() == [3.0] * 5  # w never steps: the same loss, once per outer backward
+    assert not [c for c in caught if "requires_grad" in str(c.message)], caught

@@ -1,31 +1,45 @@
 """Automatic capture for torch: the scalar each ``backward()`` runs on, grouped per optimizer
-step, and every optimizer that steps watched (imported only when torch already is).
+step, every optimizer that steps watched, and the reference level of a built-in loss
+(imported only when torch already is).
 
 :func:`install` patches ``torch.Tensor.backward`` and ``torch.autograd.backward`` (the first
-calls the second: a thread-local depth counts one backward once, and a backward run inside
-another, from a hook, is not a loss), wraps ``torch.amp.GradScaler.scale`` to remember which
-output it scaled from which loss, and adds a global optimizer post-step hook and, until the
-first backward, a global forward pre-hook that notes which modules run. It returns the undo.
+no longer goes through the second, so one backward is seen once; a backward run inside another,
+from a hook, is not a loss: torch's current graph task tells), wraps
+``torch.amp.GradScaler.scale`` to remember which output it scaled from which loss, and adds a
+global optimizer post-step hook and, until the first backward, a global forward pre-hook that
+notes which modules run. It returns the undo.
 
-- **The loss.** Each backward's scalar is detached (a CPU value is read with ``item()``, which
-  costs no device sync; an accelerator's stays a tensor, and the recorder copies such values in
-  chunks). Values wait until an optimizer steps: ``k`` backward calls per step (gradient
-  accumulation) are recorded as their mean. A loop where no optimizer has stepped after
-  :data:`MANUAL_AFTER` backward calls (a manual SGD loop), or by the end, is recorded one point
-  per backward. A loss a ``GradScaler`` scaled is recorded unscaled.
+- **The loss.** Each backward's scalar is detached and read (a CPU value with one ``item()``,
+  which costs no device sync; an accelerator's stays a tensor, and the recorder copies such
+  values in chunks). Values wait until an optimizer steps: ``k`` backward calls per step
+  (gradient accumulation) are recorded as their mean. A loop where no optimizer has stepped
+  after :data:`MANUAL_AFTER` backward calls (a manual SGD loop), or by the end, is recorded one
+  point per backward. A loss a ``GradScaler`` scaled is recorded unscaled. Once the loop is in
+  its steady state (an optimizer has stepped, the models and the reference are found, no
+  scaled loss waits) a backward costs one check, one read and one append.
 - **The watch.** At the first backward, the modules that ran so far and hold trainable
   parameters, and are not inside another such module (the models), are watched through
   :meth:`Recorder.watch <pytest_losstrend.capture.recorder.Recorder.watch>`: each watcher
   adopts the first optimizer that steps its parameters. An optimizer whose parameters no
   watched model holds is watched through a stand-in module holding them (gradients, updates
   and learning rate; no inputs or dead units).
+- **The reference level.** The first :data:`REFERENCE_LOSSES` backward scalars are looked up
+  in the autograd graph: when each is, unchanged, the output of one built-in loss
+  (cross-entropy on log-softmax, MSE, BCE, BCE with logits, Huber, smooth L1; mean reduction,
+  no class weight, no ``pos_weight``) of the same kind and settings, their targets give the
+  series its reference level (:func:`~pytest_losstrend.capture.references.reference_for`).
+  A sum of losses, a scaled loss (``loss / k``), label smoothing, a target that requires a
+  gradient (arguments swapped) or anything else gives none: never a wrong level.
 
-Per step this costs, beyond the watcher's own sampling: the wrapper's call, one ``item()``
-and one optimizer hook call.
+Per step this costs, beyond the watcher's own sampling: the wrapper's call, one read, one
+optimizer hook call and one ``record``. Reading the value is most of it; keeping the tensors
+to read them later in chunks costs more on the CPU (every step's graph then outlives its step),
+benchmarks/README.md has the figures.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -34,16 +48,22 @@ import torch
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from pytest_losstrend.capture.recorder import LossTrendStop
+from pytest_losstrend.capture.recorder import BY_WATCH, LossTrendStop
 
 if TYPE_CHECKING:
     from pytest_losstrend.capture.recorder import Recorder
 
 #: Backward calls with no optimizer step after which the loop is taken to be a manual one and
-#: each backward is recorded as a point at once (so a diverging manual loop stops early).
+#: each backward is recorded as a point (so a diverging manual loop stops early).
 MANUAL_AFTER = 64
+#: Backward scalars whose loss is looked up for the reference level...
+REFERENCE_LOSSES = 16
+#: ...or fewer, once their targets hold this many rows.
+REFERENCE_ROWS = 4096
 
-_local = threading.local()
+_has_torch_function_unary: Callable[[Any], bool] = torch._C._has_torch_function_unary
+#: -1 outside a backward pass, on this thread; a backward run from a hook sees its outer one.
+_graph_task_id: Callable[[], int] = getattr(torch._C, "_current_graph_task_id", lambda: -1)
 
 
 class TorchCapture:
@@ -61,10 +81,14 @@ class TorchCapture:
         self.owner = owner
         self.active = False
         self._lock = threading.Lock()
+        # the values of the backward calls since the last optimizer step
         self._pending: list[Any] = []
+        # True until the steady state: no optimizer step yet, a scaled loss waiting, the
+        # reference or the models still to find (see _update_slow)
+        self._slow = True
         self._steps = 0
         self._manual = False
-        # id(scaled output) -> (the scaled output, the loss it was scaled from, detached)
+        # id(scaled output) -> (the scaled output, the loss it was scaled from)
         self._scaled: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._seen: dict[int, nn.Module] = {}
         self._seen_handle: Any = None
@@ -73,6 +97,7 @@ class TorchCapture:
         self._optimizers: set[int] = set()
         self._holders: list[nn.Module] = []
         self._watched_off = not watch
+        self._ref = _ReferenceProbe()
 
     # -- install / undo ---------------------------------------------------------------------
 
@@ -87,39 +112,41 @@ class TorchCapture:
         orig_autograd_backward = torch.autograd.backward
         scaler_cls: Any = getattr(getattr(torch, "amp", None), "GradScaler", None)
         orig_scale = scaler_cls.__dict__.get("scale") if scaler_cls is not None else None
+        task_id = _graph_task_id
+        has_torch_function = _has_torch_function_unary
 
-        def tensor_backward(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-            depth = getattr(_local, "depth", 0)
-            if depth == 0 and cap.active:
+        def tensor_backward(self: torch.Tensor, gradient: Any = None, retain_graph: Any = None,
+                            create_graph: bool = False, inputs: Any = None) -> Any:
+            if has_torch_function(self):
+                # A tensor subclass: torch's own method, which comes back here or goes to
+                # torch.autograd.backward; seen there, once.
+                return orig_tensor_backward(self, gradient, retain_graph, create_graph, inputs)
+            if cap.active and task_id() < 0:
                 cap.see(self)
-            _local.depth = depth + 1
-            try:
-                return orig_tensor_backward(self, *args, **kwargs)
-            finally:
-                _local.depth = depth
+            # What torch's Tensor.backward does, without going through our autograd wrapper.
+            return orig_autograd_backward(self, gradient, retain_graph, create_graph,
+                                          inputs=inputs)
 
         def autograd_backward(tensors: Any, *args: Any, **kwargs: Any) -> Any:
-            depth = getattr(_local, "depth", 0)
-            if depth == 0 and cap.active:
+            if cap.active and task_id() < 0:
+                if isinstance(tensors, (tuple, list)) and len(tensors) == 1:
+                    tensors = tensors[0]
                 if isinstance(tensors, torch.Tensor):
                     cap.see(tensors)
-                elif isinstance(tensors, (tuple, list)) and len(tensors) == 1:
-                    cap.see(tensors[0])
-            _local.depth = depth + 1
-            try:
-                return orig_autograd_backward(tensors, *args, **kwargs)
-            finally:
-                _local.depth = depth
+            return orig_autograd_backward(tensors, *args, **kwargs)
 
         def scale(self: Any, outputs: Any) -> Any:
             out = orig_scale(self, outputs)  # type: ignore[misc]
             if (cap.active and isinstance(outputs, torch.Tensor) and isinstance(out, torch.Tensor)
                     and out is not outputs and outputs.numel() == 1):
-                cap._scaled[id(out)] = (out, outputs.detach())
+                cap._scaled[id(out)] = (out, outputs)
+                cap._slow = True
             return out
 
-        tensor_backward.__wrapped__ = orig_tensor_backward  # type: ignore[attr-defined]
-        autograd_backward.__wrapped__ = orig_autograd_backward  # type: ignore[attr-defined]
+        functools.update_wrapper(tensor_backward, orig_tensor_backward)
+        functools.update_wrapper(autograd_backward, orig_autograd_backward)
+        # Ours, not torch's: a test can tell a patched method from the original by its module.
+        tensor_backward.__module__ = autograd_backward.__module__ = __name__
         torch.Tensor.backward = tensor_backward  # type: ignore[method-assign]
         torch.autograd.backward = autograd_backward
         if orig_scale is not None:
@@ -150,26 +177,43 @@ class TorchCapture:
                 self._unsee()
                 self._scaled.clear()
                 self._holders = []
-                self._flush_at_end()
+                try:
+                    self._flush_at_end()
+                finally:
+                    self._ref.offer(self.recorder)
 
         return undo
 
     # -- the loss ---------------------------------------------------------------------------
 
-    def see(self, t: Any) -> None:
+    def see(self, t: torch.Tensor) -> None:
         """One backward on ``t``: keep its value (unscaled) until the optimizer steps."""
-        if not isinstance(t, torch.Tensor) or t.numel() != 1:
+        if self._slow or t.ndim or not t.is_cpu:
+            self._see_slow(t)
+            return
+        # The steady state of a loop on the CPU: one read, no copy of the graph (detached, so
+        # torch does not warn about reading a tensor that requires grad).
+        self._pending.append(t.detach().item())
+
+    def _see_slow(self, t: torch.Tensor) -> None:
+        """:meth:`see` for the first steps, a scaled loss, a device tensor, no optimizer yet."""
+        if t.numel() != 1:
             return
         src = t
         if self._scaled:
             hit = self._scaled.pop(id(t), None)
             if hit is not None and hit[0] is t:
                 src = hit[1]
+        if self._ref.left:
+            self._ref.look(src)
         if not self._watched:
             self._watch_models()
-        # item() reads a CPU value without a copy of the graph (no detach needed); an
-        # accelerator's value stays on its device, detached, until the recorder's chunk.
-        v: Any = src.item() if src.is_cpu else src.detach().reshape(())
+        # A CPU value is read at once; an accelerator's stays on its device, detached, until
+        # the recorder's chunk (no sync per step).
+        v: Any = src.detach().reshape(())
+        if v.is_cpu:
+            v = v.item()
+        self._update_slow()
         if self._manual:
             self._record(v)
             return
@@ -182,18 +226,25 @@ class TorchCapture:
         for x in pending:
             self._record(x)
 
+    def _update_slow(self) -> None:
+        self._slow = bool(not self._steps or self._scaled or self._ref.left or not self._watched)
+
     def _post_step(self, opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         with self._lock:
+            pending = self._pending
+            self._pending = []
             self._steps += 1
+        if self._slow:
             self._manual = False
-            pending, self._pending = self._pending, []
-        if id(opt) not in self._optimizers and not self._watched_off:
+            if self._scaled:
+                self._scaled.clear()
+            self._update_slow()
+        if id(opt) not in self._optimizers:
             self._optimizers.add(id(opt))
-            self._watch_optimizer(opt)
-        if self._scaled:
-            self._scaled.clear()
+            if not self._watched_off:
+                self._watch_optimizer(opt)
         if pending:
-            self._record(_mean(pending))
+            self._record(pending[0] if len(pending) == 1 else _mean(pending))
 
     def _record(self, v: Any) -> None:
         try:
@@ -274,12 +325,112 @@ class TorchCapture:
 
 
 def _mean(values: list[Any]) -> Any:
-    if len(values) == 1:
-        return values[0]
     if all(type(v) is float for v in values):
         return sum(values) / len(values)
     return torch.stack([torch.as_tensor(v, dtype=torch.float32).reshape(())
                         for v in values]).mean()
+
+
+# -- the reference level ------------------------------------------------------------------------
+
+#: grad_fn of a built-in loss's output -> the functional that computes it, and the settings
+#: (saved on the node) that reference_for reads as that functional's keyword arguments.
+_LOSS_NODES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "NllLossBackward0": ("cross_entropy", ("ignore_index",)),
+    "NllLoss2DBackward0": ("cross_entropy", ("ignore_index",)),
+    "MseLossBackward0": ("mse_loss", ()),
+    "BinaryCrossEntropyBackward0": ("binary_cross_entropy", ()),
+    "BinaryCrossEntropyWithLogitsBackward0": ("binary_cross_entropy_with_logits", ()),
+    "HuberLossBackward0": ("huber_loss", ("delta",)),
+    "SmoothL1LossBackward0": ("smooth_l1_loss", ("beta",)),
+}
+#: torch's Reduction enum: the mean, the only reduction in the units of the reference level.
+_MEAN = 1
+
+
+class _ReferenceProbe:
+    """What the first backward scalars say about the loss: one built-in loss, of one kind and
+    settings, and the targets of those calls; or not certain (see the module's docstring)."""
+
+    def __init__(self) -> None:
+        self.left = REFERENCE_LOSSES
+        self.certain = True
+        self.kind: tuple[str, tuple[tuple[str, Any], ...]] | None = None
+        self.targets: list[Any] = []
+        self.rows = 0
+
+    def look(self, t: torch.Tensor) -> None:
+        """Look up the loss that produced ``t`` (a backward scalar, before its backward)."""
+        self.left -= 1
+        found = _loss_of(t)
+        if found is None or (self.kind is not None and found[0] != self.kind):
+            self.certain = False
+            self.left = 0
+            self.targets = []
+            return
+        self.kind, y = found
+        self.targets.append(y)
+        self.rows += int(y.shape[0]) if y.ndim else 1
+        if self.rows >= REFERENCE_ROWS:
+            self.left = 0
+
+    def offer(self, recorder: Recorder) -> None:
+        """Give ``recorder``'s ``"train"`` series the reference level, when certain."""
+        self.left = 0
+        if not self.certain or self.kind is None or not self.targets:
+            return
+        import numpy as np
+        import torch.nn.functional as F
+
+        name, options = self.kind
+        try:
+            y = np.concatenate(self.targets) if len(self.targets) > 1 else self.targets[0]
+        except ValueError:  # batches of different widths
+            return
+        loss: Any = functools.partial(getattr(F, name), **dict(options))
+        n = len(self.targets)
+        recorder.offer_reference("train", loss, y, by=BY_WATCH,
+                                 where=f"of the first {n} {name} {'loss' if n == 1 else 'losses'}"
+                                       f" captured")
+
+
+def _loss_of(t: torch.Tensor) -> tuple[tuple[str, tuple[tuple[str, Any], ...]], Any] | None:
+    """``((functional, settings), targets as numpy)`` when ``t`` is, unchanged, the output of a
+    built-in loss with the mean reduction and no weights; None otherwise."""
+    node: Any = t.grad_fn
+    spec = _LOSS_NODES.get(type(node).__name__) if node is not None else None
+    if spec is None:
+        return None
+    name, settings = spec
+    try:
+        if getattr(node, "_saved_reduction", None) != _MEAN:
+            return None
+        if (getattr(node, "_saved_weight", None) is not None
+                or getattr(node, "_saved_pos_weight", None) is not None):
+            return None
+        if name == "cross_entropy":
+            # Negative log-likelihood is cross-entropy only on log-probabilities.
+            inner = node.next_functions[0][0] if node.next_functions else None
+            if type(inner).__name__ != "LogSoftmaxBackward0":
+                return None
+        target = node._saved_target
+        options = []
+        for key in settings:
+            value = getattr(node, f"_saved_{key}")
+            if key == "ignore_index" and value >= 2 ** 63:  # saved as an unsigned int64
+                value -= 2 ** 64
+            options.append((key, value))
+    except (AttributeError, RuntimeError):  # freed by an earlier backward, or another node
+        return None
+    if not isinstance(target, torch.Tensor) or target.requires_grad:
+        return None  # a target that learns is a prediction: the arguments are swapped
+    from pytest_losstrend.capture.references import targets_to_numpy
+
+    try:
+        y = targets_to_numpy(target).copy()  # a copy: the batch's buffer may be reused
+    except (TypeError, ValueError, RuntimeError):
+        return None
+    return (name, tuple(options)), y
 
 
 def install(recorder: Recorder, *, owner: Recorder | None = None) -> Callable[[], None]:
