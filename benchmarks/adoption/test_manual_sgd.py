@@ -41,7 +41,7 @@ def test_manual_sgd(fault: str, seed: int, request: pytest.FixtureRequest) -> No
         loss.backward()
         with torch.no_grad():
             for p in model.parameters():
-                p -= lr * p.grad
+                p -= lr * p.grad  # noqa: PLW2901 - the shape people write
                 if fault != "no_zero_grad":
                     p.grad.zero_()
         losses.append(loss.item())

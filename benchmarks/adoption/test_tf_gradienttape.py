@@ -44,7 +44,7 @@ def test_tf_gradienttape(fault: str, seed: int, request: pytest.FixtureRequest) 
         with tf.GradientTape() as tape:
             loss = tf.reduce_mean(tf.square(model(xb) - yb))
         grads = tape.gradient(loss, model.trainable_variables)
-        opt.apply_gradients(zip(grads, model.trainable_variables))
+        opt.apply_gradients(zip(grads, model.trainable_variables, strict=True))
         losses.append(float(loss))
         if lt is not None:
             lt.record(loss)

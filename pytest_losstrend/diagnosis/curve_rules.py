@@ -24,6 +24,7 @@ from pytest_losstrend.diagnosis.signals import (
     HEALTHY_UPDATE,
     adaptive,
     blew_up,
+    chance,
     far_above_reference,
     first_level,
     fmt_g,
@@ -402,7 +403,9 @@ def rule_chance_level(ctx: DiagnosisContext) -> list[Diagnosis]:
     st = verdict.stats
     ref = reference_of(verdict)
     end = st.get("end")
-    if ref is None or not isinstance(end, (int, float)):
+    if ref is None:
+        return _at_chance(ctx)
+    if not isinstance(end, (int, float)):
         return []
     if verdict.kind == "short_run":
         if not end > ref * (1.0 - constants.REFERENCE_MARGIN):
@@ -455,6 +458,31 @@ def rule_chance_level(ctx: DiagnosisContext) -> list[Diagnosis]:
         "is the right column; a model that sees its labels beats the reference within an epoch",
     ))
     return out
+
+
+def _at_chance(ctx: DiagnosisContext) -> list[Diagnosis]:
+    """With no reference level, a classifier that stalled at the chance level ln(C) ``watch``
+    saw (the output width under a cross-entropy loss): ``chance_level`` (0.6, above
+    ``plateau``'s 0.5) when the run did not blow up and ended above ``(1 - REFERENCE_MARGIN)``
+    ln(C). ln(C) is the reference level of balanced labels and an upper bound of any other's,
+    so a run ending there learned nothing from its inputs (labels shuffled against them, or
+    inputs that carry no signal)."""
+    verdict = ctx.verdict
+    end = verdict.stats.get("end")
+    level = chance(ctx.evidence) if ctx.evidence is not None else None
+    if (level is None or not isinstance(end, (int, float))
+            or verdict.kind not in ("stall", "too_little_drop", "short_run")
+            or not end > level * (1.0 - constants.REFERENCE_MARGIN)):
+        return []
+    return [Diagnosis(
+        "chance_level", 0.6,
+        f"the loss stalled at {fmt_level(end)}, {end / level:.3g}x the chance level "
+        f"ln({ctx.evidence.output_features if ctx.evidence is not None else '?'}) = "
+        f"{fmt_level(level)}: the model predicts no better than guessing",
+        "check that the labels are aligned with their inputs (not shuffled or sorted apart), "
+        "that the inputs carry the signal (not zeros, not the wrong column) and that the "
+        "model's output is not cut from its input (a detach, a constant layer)",
+    )]
 
 
 def rule_plateau(ctx: DiagnosisContext) -> list[Diagnosis]:

@@ -43,6 +43,19 @@ def with_diagnoses(verdict: Verdict, diagnoses: Iterable[Diagnosis]) -> Verdict:
     return replace(verdict, diagnoses=rank(diagnoses))
 
 
+def leading(verdict: Verdict, first: Iterable[Diagnosis]) -> Verdict:
+    """``verdict`` with the diagnoses of certain evidence (``first``: broken invariants) put
+    ahead of the rules' diagnoses, which follow, ranked, minus the causes already named.
+
+    A run whose gradients were never cleared, that also blew up, is ``stale_gradients``
+    first and ``lr_too_high`` after it: the broken invariant is the root the curve shows.
+    """
+    lead = rank(first)
+    named = {d.cause for d in lead}
+    rest = tuple(d for d in verdict.diagnoses if d.cause not in named)
+    return replace(verdict, diagnoses=lead + rest)
+
+
 def passing_warnings(ctx: DiagnosisContext) -> list[str]:
     """Things worth knowing about a passing test; they never fail it.
 
@@ -79,5 +92,5 @@ def passing_warnings(ctx: DiagnosisContext) -> list[str]:
     return out
 
 
-__all__ = ["WARN_DEAD_FRACTION", "WARN_INIT_FACTOR", "passing_warnings", "rank",
+__all__ = ["WARN_DEAD_FRACTION", "WARN_INIT_FACTOR", "leading", "passing_warnings", "rank",
            "with_diagnoses"]
