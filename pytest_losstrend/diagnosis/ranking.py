@@ -39,8 +39,24 @@ def rank(diagnoses: Iterable[Diagnosis]) -> tuple[Diagnosis, ...]:
 
 
 def with_diagnoses(verdict: Verdict, diagnoses: Iterable[Diagnosis]) -> Verdict:
-    """``verdict`` carrying ``diagnoses``, ranked."""
-    return replace(verdict, diagnoses=rank(diagnoses))
+    """``verdict`` carrying ``diagnoses``, ranked; dead units in a run whose loss ended above
+    where it started rank below a learning rate too high, whose effect they are."""
+    return replace(verdict, diagnoses=rank(_roots_first(verdict, list(diagnoses))))
+
+
+def _roots_first(verdict: Verdict, diagnoses: list[Diagnosis]) -> list[Diagnosis]:
+    """Dead ReLUs are what a step past the stability limit leaves behind: in a run that rose
+    (its end above its start) with ``lr_too_high`` diagnosed, ``dead_units`` is capped just
+    below it. A stall with dead units and no rise keeps them first (their own root)."""
+    start, end = verdict.stats.get("start"), verdict.stats.get("end")
+    if not (isinstance(start, (int, float)) and isinstance(end, (int, float)) and end > start):
+        return diagnoses
+    lr = max((d.confidence for d in diagnoses if d.cause == "lr_too_high"), default=None)
+    if lr is None:
+        return diagnoses
+    cap = max(0.0, lr - 0.01)
+    return [replace(d, confidence=min(d.confidence, cap)) if d.cause == "dead_units" else d
+            for d in diagnoses]
 
 
 def leading(verdict: Verdict, first: Iterable[Diagnosis]) -> Verdict:
