@@ -185,3 +185,28 @@ def test_adoption_files_are_not_collected_by_the_suite() -> None:
          "benchmarks/adoption"],
         cwd=root, capture_output=True, text=True, timeout=300, check=False, env=env)
     assert "no tests collected" in proc.stdout or "no tests ran" in proc.stdout, proc.stdout
+
+
+def test_zero_gradients_from_a_blow_up_rank_below_the_learning_rate() -> None:
+    """ReLUs a 100x learning rate killed have exactly zero gradients: the ``zero_gradients``
+    invariant still fails the test, but in a run that rose ``lr_too_high`` is named first;
+    ``stale_gradients`` stays first whatever the curve did (the benchmark's Keras and manual
+    runs, as plain data)."""
+    from pytest_losstrend.diagnosis.invariants import InvariantResult, invariant_diagnoses
+    from pytest_losstrend.diagnosis.ranking import leading
+    from pytest_losstrend.verdict.result import Diagnosis, Verdict
+
+    rose = Verdict("fail", "rose overall", "rise", stats={"start": 2.3, "end": 7.8},
+                   diagnoses=(Diagnosis("lr_too_high", 0.85, "lr past the limit", "lower it"),
+                              Diagnosis("dead_units", 0.92, "90% dead", "...")))
+    zero = InvariantResult("zero_gradients", False, "1 module(s) had exactly zero gradients")
+    stale = InvariantResult("stale_gradients", False, "carried over at 12 of 12")
+    causes = [d.cause for d in leading(rose, invariant_diagnoses([zero])).diagnoses]
+    assert causes[0] == "lr_too_high"
+    assert set(causes[1:]) == {"no_learning", "dead_units"}
+    causes = [d.cause for d in leading(rose, invariant_diagnoses([zero, stale])).diagnoses]
+    assert causes[:2] == ["stale_gradients", "lr_too_high"]
+    # A stall is no blow-up: the zero-gradient module keeps its rank.
+    stall = Verdict("fail", "stalled", "stall", stats={"start": 2.3, "end": 2.29},
+                    diagnoses=(Diagnosis("plateau", 0.5, "flat", "..."),))
+    assert leading(stall, invariant_diagnoses([zero])).diagnoses[0].cause == "no_learning"

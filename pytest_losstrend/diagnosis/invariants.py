@@ -67,6 +67,10 @@ INVARIANT_FIXES = {
 }
 #: A broken invariant is certain evidence: its diagnosis leads, above every rule's guess.
 INVARIANT_CONFIDENCE = 1.0
+#: ... except ``zero_gradients``: a layer of ReLUs a 100x learning rate killed has exactly zero
+#: gradients too, so it is ranked with the rules (and below ``lr_too_high`` in a run that rose,
+#: see ``ranking.with_diagnoses``), not ahead of them.
+SYMPTOM_CONFIDENCE = {"zero_gradients": 0.85}
 #: Names listed in an evidence line before "and N more".
 SHOWN = 4
 
@@ -306,14 +310,16 @@ def check_invariants(
 def invariant_diagnoses(failing: Iterable[InvariantResult]) -> list[Diagnosis]:
     """The diagnoses of the broken invariants a test did not allow: each names its root cause
     (``INVARIANT_CAUSES``; the invariant's name where there is no cause code) with confidence
-    ``INVARIANT_CONFIDENCE`` (1.0), so it ranks first, above the curve's symptoms.
+    ``INVARIANT_CONFIDENCE`` (1.0), so it ranks first, above the curve's symptoms
+    (``zero_gradients``: 0.85, ``SYMPTOM_CONFIDENCE``).
 
     Example:
         >>> r = InvariantResult("params_not_in_optimizer", False, "1 trainable parameter(s) ...")
         >>> [(d.cause, d.confidence) for d in invariant_diagnoses([r])]
         [('no_learning', 1.0)]
     """
-    return [Diagnosis(INVARIANT_CAUSES.get(r.name, r.name), INVARIANT_CONFIDENCE,
+    return [Diagnosis(INVARIANT_CAUSES.get(r.name, r.name),
+                      SYMPTOM_CONFIDENCE.get(r.name, INVARIANT_CONFIDENCE),
                       f"{r.name}: {r.evidence}", INVARIANT_FIXES.get(r.name, ""))
             for r in failing if not r.held and not r.allowed]
 

@@ -46,8 +46,9 @@ def with_diagnoses(verdict: Verdict, diagnoses: Iterable[Diagnosis]) -> Verdict:
 
 def _roots_first(verdict: Verdict, diagnoses: list[Diagnosis]) -> list[Diagnosis]:
     """Dead ReLUs are what a step past the stability limit leaves behind: in a run that rose
-    (its end above its start) with ``lr_too_high`` diagnosed, ``dead_units`` is capped just
-    below it. A stall with dead units and no rise keeps them first (their own root)."""
+    (its end above its start) with ``lr_too_high`` diagnosed, ``dead_units`` (and the
+    ``zero_gradients`` invariant's ``no_learning``) is capped just below it. A stall with
+    dead units and no rise keeps them first (their own root)."""
     start, end = verdict.stats.get("start"), verdict.stats.get("end")
     if not (isinstance(start, (int, float)) and isinstance(end, (int, float)) and end > start):
         return diagnoses
@@ -55,20 +56,32 @@ def _roots_first(verdict: Verdict, diagnoses: list[Diagnosis]) -> list[Diagnosis
     if lr is None:
         return diagnoses
     cap = max(0.0, lr - 0.01)
-    return [replace(d, confidence=min(d.confidence, cap)) if d.cause == "dead_units" else d
+    return [replace(d, confidence=min(d.confidence, cap)) if _lr_symptom(d) else d
             for d in diagnoses]
+
+
+def _lr_symptom(d: Diagnosis) -> bool:
+    """Dead ReLUs, or a module whose gradients are all zero (the same ReLUs, seen from the
+    gradients: the ``zero_gradients`` invariant)."""
+    return d.cause == "dead_units" or (d.cause == "no_learning"
+                                       and d.evidence.startswith("zero_gradients:"))
 
 
 def leading(verdict: Verdict, first: Iterable[Diagnosis]) -> Verdict:
     """``verdict`` with the diagnoses of certain evidence (``first``: broken invariants) put
-    ahead of the rules' diagnoses, which follow, ranked, minus the causes already named.
+    ahead of the rules' diagnoses, which follow, ranked, minus the causes already named. A
+    diagnosis in ``first`` below confidence 1.0 (a symptom-prone invariant) is ranked with the
+    rules instead.
 
     A run whose gradients were never cleared, that also blew up, is ``stale_gradients``
     first and ``lr_too_high`` after it: the broken invariant is the root the curve shows.
     """
-    lead = rank(first)
+    certain = [d for d in first if d.confidence >= 1.0]
+    lead = rank(certain)
     named = {d.cause for d in lead}
-    rest = tuple(d for d in verdict.diagnoses if d.cause not in named)
+    others = [d for d in first if d.confidence < 1.0]
+    rest = rank(_roots_first(verdict, [d for d in (*verdict.diagnoses, *others)
+                                       if d.cause not in named]))
     return replace(verdict, diagnoses=lead + rest)
 
 
