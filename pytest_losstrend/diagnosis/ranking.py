@@ -71,13 +71,17 @@ def leading(verdict: Verdict, first: Iterable[Diagnosis]) -> Verdict:
     """``verdict`` with the diagnoses of certain evidence (``first``: broken invariants) put
     ahead of the rules' diagnoses, which follow, ranked, minus the causes already named. A
     diagnosis in ``first`` below confidence 1.0 (a symptom-prone invariant) is ranked with the
-    rules instead.
+    rules instead. A cause a rule already diagnosed keeps the rule's evidence and fix.
 
     A run whose gradients were never cleared, that also blew up, is ``stale_gradients``
     first and ``lr_too_high`` after it: the broken invariant is the root the curve shows.
     """
     certain = [d for d in first if d.confidence >= 1.0]
-    lead = rank(certain)
+    # Where a rule already named the cause (a failing curve), its evidence and fix are kept:
+    # they say more about the run than the invariant's line; only its rank is lifted.
+    ruled = {d.cause: d for d in verdict.diagnoses}
+    lead = tuple(replace(ruled[d.cause], confidence=d.confidence) if d.cause in ruled else d
+                 for d in rank(certain))
     named = {d.cause for d in lead}
     others = [d for d in first if d.confidence < 1.0]
     rest = rank(_roots_first(verdict, [d for d in (*verdict.diagnoses, *others)
