@@ -132,6 +132,33 @@ def generate_tests(metafunc: pytest.Metafunc) -> None:
         )
 
 
+def keep_fixture(item: pytest.Item) -> None:
+    """Put the ``losstrend`` fixture back into a marked test's fixtures when pytest dropped it.
+
+    :func:`generate_tests` adds the fixture to a marked test that does not name it; for a
+    parametrized test pytest then prunes the fixture closure to the names the function asks
+    for (``FuncFixtureInfo.prune_dependency_tree``), which drops it: the marker alone would
+    record nothing. The fixture goes back before the first function-scoped fixture, as
+    :func:`seed_first` places it.
+
+    Example::
+
+        def pytest_itemcollected(item):
+            keep_fixture(item)
+    """
+    names = getattr(item, "fixturenames", None)
+    if not isinstance(names, list) or "losstrend" in names or marker_criteria(item)[0] is None:
+        return
+    defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {}) or {}
+
+    def function_scoped(name: str) -> bool:
+        fixturedefs = defs.get(name)
+        return not fixturedefs or getattr(fixturedefs[-1], "scope", "function") == "function"
+
+    first = next((i for i, n in enumerate(names) if function_scoped(n)), len(names))
+    names.insert(first, "losstrend")
+
+
 def seed_first(metafunc: pytest.Metafunc) -> None:
     """Set the fixture up before the test's other function-scoped fixtures, so that a model
     or data fixture draws from the seeded generators, whatever another plugin seeded them

@@ -23,6 +23,7 @@ from pytest_losstrend.markers import (
     SEED_ARG,
     add_markers,
     generate_tests,
+    keep_fixture,
     marker_criteria,
     parse_marker,
 )
@@ -153,6 +154,11 @@ def losstrend(request: pytest.FixtureRequest) -> Generator[LossTrend, None, None
         lt.finish_watching()
     finally:
         release_seed()
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """A parametrized marked test keeps the ``losstrend`` fixture the marker gave it."""
+    keep_fixture(item)
 
 
 @pytest.hookimpl(wrapper=True)

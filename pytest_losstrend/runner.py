@@ -111,13 +111,19 @@ def judge_item(
                        else lt.empty_verdict(crit.series))
         verdict, notes = _diagnose(item, lt, crit, verdict, warnings_seen or [],
                                    judgment=judgment)
-    data = result_data(item, lt, crit, verdict, marker, judgment=judgment)
-    data["warnings"] = notes
     losses = lt.losses(crit.series) if lt is not None else []
-    seed = lt.seed_line() if lt is not None else None
-    ref_note = _reference_note(lt, crit, judgment)
     check = _invariants(lt, crit, losses, warnings_seen or [])
     failing = check.failing if check is not None else []
+    if failing:
+        from pytest_losstrend.diagnosis.invariants import invariant_diagnoses
+        from pytest_losstrend.diagnosis.ranking import leading
+
+        # A broken invariant is the root cause the report and the message name first.
+        verdict = leading(verdict, invariant_diagnoses(failing))
+    data = result_data(item, lt, crit, verdict, marker, judgment=judgment)
+    data["warnings"] = notes
+    seed = lt.seed_line() if lt is not None else None
+    ref_note = _reference_note(lt, crit, judgment)
     if check is not None and check.results:
         data["invariants"] = check.as_list()
 

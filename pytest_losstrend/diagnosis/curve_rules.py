@@ -24,6 +24,7 @@ from pytest_losstrend.diagnosis.signals import (
     HEALTHY_UPDATE,
     adaptive,
     blew_up,
+    chance,
     far_above_reference,
     first_level,
     fmt_g,
@@ -402,7 +403,9 @@ def rule_chance_level(ctx: DiagnosisContext) -> list[Diagnosis]:
     st = verdict.stats
     ref = reference_of(verdict)
     end = st.get("end")
-    if ref is None or not isinstance(end, (int, float)):
+    if ref is None:
+        return _at_chance(ctx)
+    if not isinstance(end, (int, float)):
         return []
     if verdict.kind == "short_run":
         if not end > ref * (1.0 - constants.REFERENCE_MARGIN):
@@ -455,6 +458,47 @@ def rule_chance_level(ctx: DiagnosisContext) -> list[Diagnosis]:
         "is the right column; a model that sees its labels beats the reference within an epoch",
     ))
     return out
+
+
+def _at_chance(ctx: DiagnosisContext) -> list[Diagnosis]:
+    """With no reference level, a classifier that stalled at the chance level ln(C):
+    ``chance_level`` (0.6, above ``plateau``'s 0.5).
+
+    C is the output width ``watch`` saw. Under a known cross-entropy loss, a run that did not
+    blow up and ended above ``(1 - REFERENCE_MARGIN)`` ln(C) qualifies: ln(C) is the reference
+    level of balanced labels and an upper bound of any other's, so it learned nothing from its
+    inputs (labels shuffled against them, inputs that carry no signal). Where the loss is not
+    known (a functional ``F.cross_entropy``), the end must lie within ``REFERENCE_MARGIN`` of
+    ln(C) on either side, and the confidence is 0.55.
+    """
+    verdict = ctx.verdict
+    end = verdict.stats.get("end")
+    ev = ctx.evidence
+    c = ev.output_features if ev is not None else None
+    if (ev is None or c is None or c < 2 or not isinstance(end, (int, float))
+            or verdict.kind not in ("stall", "too_little_drop", "short_run")):
+        return []
+    level = math.log(c)
+    margin = constants.REFERENCE_MARGIN
+    if chance(ev) is not None:
+        confidence = 0.6
+        at_chance = end > level * (1.0 - margin)
+    elif ev.loss_name is None:
+        confidence = 0.55
+        at_chance = level * (1.0 - margin) < end < level * (1.0 + margin)
+    else:
+        return []  # a loss that is not a cross-entropy: ln(C) means nothing to it
+    if not at_chance:
+        return []
+    return [Diagnosis(
+        "chance_level", confidence,
+        f"the loss stalled at {fmt_level(end)}, {end / level:.3g}x the chance level "
+        f"ln({c}) = {fmt_level(level)} of a {c}-class output: the model predicts no better "
+        "than guessing",
+        "check that the labels are aligned with their inputs (not shuffled or sorted apart), "
+        "that the inputs carry the signal (not zeros, not the wrong column) and that the "
+        "model's output is not cut from its input (a detach, a constant layer)",
+    )]
 
 
 def rule_plateau(ctx: DiagnosisContext) -> list[Diagnosis]:

@@ -16,6 +16,7 @@ from typing import TypedDict
 
 from pytest_losstrend.diagnosis.evidence import Evidence
 from pytest_losstrend.verdict.criteria import INVARIANT_NAMES
+from pytest_losstrend.verdict.result import Diagnosis
 
 __all__ = [
     "INVARIANT_CAUSES",
@@ -24,6 +25,7 @@ __all__ = [
     "InvariantData",
     "InvariantResult",
     "check_invariants",
+    "invariant_diagnoses",
 ]
 
 #: Loss names (``Evidence.loss_name``, torch's and Keras') of losses that cannot be negative.
@@ -46,6 +48,29 @@ INVARIANT_CAUSES = {
     "zero_gradients": "no_learning",
     "shape_mismatch": "shape_mismatch",
 }
+#: What to change for each broken invariant (the diagnosis' ``fix``).
+INVARIANT_FIXES = {
+    "stale_gradients": "clear the gradients once per optimizer step: optimizer.zero_grad() "
+                       "before loss.backward() (or after optimizer.step()), on the optimizer "
+                       "that steps these parameters; with accumulation, after every k-th step",
+    "params_not_in_optimizer": "give the optimizer every trainable parameter "
+                               "(torch.optim.X(model.parameters())), or set "
+                               "requires_grad_(False) on those meant to stay frozen",
+    "params_unchanged": "check the learning rate of their parameter group (not 0) and that "
+                        "optimizer.step() is not skipped (a GradScaler skipping every step)",
+    "shape_mismatch": "make the prediction and the target the same shape before the loss: "
+                      "pred.squeeze(-1), or target.unsqueeze(-1) / target.view_as(pred)",
+    "negative_loss": "the sign is flipped somewhere: minimise the loss (no -loss, no gradient "
+                     "ascent), and feed it what it expects (probabilities, not log-values)",
+    "zero_gradients": "the module's output never reaches the loss: look for a .detach(), a "
+                      "torch.no_grad() or an unused branch between it and the loss",
+}
+#: A broken invariant is certain evidence: its diagnosis leads, above every rule's guess.
+INVARIANT_CONFIDENCE = 1.0
+#: ... except ``zero_gradients``: a layer of ReLUs a 100x learning rate killed has exactly zero
+#: gradients too, so it is ranked with the rules (and below ``lr_too_high`` in a run that rose,
+#: see ``ranking.with_diagnoses``), not ahead of them.
+SYMPTOM_CONFIDENCE = {"zero_gradients": 0.85}
 #: Names listed in an evidence line before "and N more".
 SHOWN = 4
 
@@ -280,6 +305,23 @@ def check_invariants(
         else:
             results.append(r)
     return InvariantCheck(results, unchecked)
+
+
+def invariant_diagnoses(failing: Iterable[InvariantResult]) -> list[Diagnosis]:
+    """The diagnoses of the broken invariants a test did not allow: each names its root cause
+    (``INVARIANT_CAUSES``; the invariant's name where there is no cause code) with confidence
+    ``INVARIANT_CONFIDENCE`` (1.0), so it ranks first, above the curve's symptoms
+    (``zero_gradients``: 0.85, ``SYMPTOM_CONFIDENCE``).
+
+    Example:
+        >>> r = InvariantResult("params_not_in_optimizer", False, "1 trainable parameter(s) ...")
+        >>> [(d.cause, d.confidence) for d in invariant_diagnoses([r])]
+        [('no_learning', 1.0)]
+    """
+    return [Diagnosis(INVARIANT_CAUSES.get(r.name, r.name),
+                      SYMPTOM_CONFIDENCE.get(r.name, INVARIANT_CONFIDENCE),
+                      f"{r.name}: {r.evidence}", INVARIANT_FIXES.get(r.name, ""))
+            for r in failing if not r.held and not r.allowed]
 
 
 def invariant_message(failing: Sequence[InvariantResult], *, header: str = "loss_decreases",

@@ -41,8 +41,54 @@ def rank(diagnoses: Iterable[Diagnosis]) -> tuple[Diagnosis, ...]:
 
 
 def with_diagnoses(verdict: Verdict, diagnoses: Iterable[Diagnosis]) -> Verdict:
-    """``verdict`` carrying ``diagnoses``, ranked."""
-    return replace(verdict, diagnoses=rank(diagnoses))
+    """``verdict`` carrying ``diagnoses``, ranked; dead units in a run whose loss ended above
+    where it started rank below a learning rate too high, whose effect they are."""
+    return replace(verdict, diagnoses=rank(_roots_first(verdict, list(diagnoses))))
+
+
+def _roots_first(verdict: Verdict, diagnoses: list[Diagnosis]) -> list[Diagnosis]:
+    """Dead ReLUs are what a step past the stability limit leaves behind: in a run that rose
+    (its end above its start) with ``lr_too_high`` diagnosed, ``dead_units`` (and the
+    ``zero_gradients`` invariant's ``no_learning``) is capped just below it. A stall with
+    dead units and no rise keeps them first (their own root)."""
+    start, end = verdict.stats.get("start"), verdict.stats.get("end")
+    if not (isinstance(start, (int, float)) and isinstance(end, (int, float)) and end > start):
+        return diagnoses
+    lr = max((d.confidence for d in diagnoses if d.cause == "lr_too_high"), default=None)
+    if lr is None:
+        return diagnoses
+    cap = max(0.0, lr - 0.01)
+    return [replace(d, confidence=min(d.confidence, cap)) if _lr_symptom(d) else d
+            for d in diagnoses]
+
+
+def _lr_symptom(d: Diagnosis) -> bool:
+    """Dead ReLUs, or a module whose gradients are all zero (the same ReLUs, seen from the
+    gradients: the ``zero_gradients`` invariant)."""
+    return d.cause == "dead_units" or (d.cause == "no_learning"
+                                       and d.evidence.startswith("zero_gradients:"))
+
+
+def leading(verdict: Verdict, first: Iterable[Diagnosis]) -> Verdict:
+    """``verdict`` with the diagnoses of certain evidence (``first``: broken invariants) put
+    ahead of the rules' diagnoses, which follow, ranked, minus the causes already named. A
+    diagnosis in ``first`` below confidence 1.0 (a symptom-prone invariant) is ranked with the
+    rules instead. A cause a rule already diagnosed keeps the rule's evidence and fix.
+
+    A run whose gradients were never cleared, that also blew up, is ``stale_gradients``
+    first and ``lr_too_high`` after it: the broken invariant is the root the curve shows.
+    """
+    certain = [d for d in first if d.confidence >= 1.0]
+    # Where a rule already named the cause (a failing curve), its evidence and fix are kept:
+    # they say more about the run than the invariant's line; only its rank is lifted.
+    ruled = {d.cause: d for d in verdict.diagnoses}
+    lead = tuple(replace(ruled[d.cause], confidence=d.confidence) if d.cause in ruled else d
+                 for d in rank(certain))
+    named = {d.cause for d in lead}
+    others = [d for d in first if d.confidence < 1.0]
+    rest = rank(_roots_first(verdict, [d for d in (*verdict.diagnoses, *others)
+                                       if d.cause not in named]))
+    return replace(verdict, diagnoses=lead + rest)
 
 
 def passing_warnings(ctx: DiagnosisContext) -> list[str]:
@@ -81,5 +127,5 @@ def passing_warnings(ctx: DiagnosisContext) -> list[str]:
     return out
 
 
-__all__ = ["WARN_DEAD_FRACTION", "WARN_INIT_FACTOR", "passing_warnings", "rank",
+__all__ = ["WARN_DEAD_FRACTION", "WARN_INIT_FACTOR", "leading", "passing_warnings", "rank",
            "with_diagnoses"]
