@@ -39,7 +39,8 @@ from sklearn.datasets import load_digits
 X, Y = load_digits(return_X_y=True)
 
 
-def digits_run(steps=80, left_out=False, shuffled=False, zero_grad=True, lr=0.05, seed=0):
+def digits_run(steps=80, left_out=False, shuffled=False, zero_grad=True, lr=0.05, seed=0,
+               smoothing=0.0):
     torch.manual_seed(seed)
     x = torch.tensor(X / 16.0, dtype=torch.float32)
     y = torch.tensor(Y)
@@ -52,7 +53,8 @@ def digits_run(steps=80, left_out=False, shuffled=False, zero_grad=True, lr=0.05
     opt = torch.optim.SGD(params, lr=lr, momentum=0.9)
     for _ in range(steps):
         idx = torch.randint(len(x), (64,), generator=g)
-        loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
+        loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx],
+                                               label_smoothing=smoothing)
         if zero_grad:
             opt.zero_grad()
         loss.backward()
@@ -85,6 +87,13 @@ def test_never_zeroed():
 @pytest.mark.parametrize("seed", [0, 1])
 def test_shuffled(seed):
     digits_run(shuffled=True, seed=seed)
+
+
+# Label smoothing leaves the captured loss without a reference level: the ln(C) path.
+@pytest.mark.loss_decreases
+@pytest.mark.parametrize("seed", [0, 1])
+def test_shuffled_smoothed(seed):
+    digits_run(shuffled=True, seed=seed, smoothing=0.05)
 '''
 
 
@@ -139,8 +148,24 @@ def test_stale_gradients_lead_the_curves_symptoms(inner: dict[str, Any]) -> None
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_shuffled_labels_stall_at_chance_level(inner: dict[str, Any], seed: int) -> None:
+    """The captured cross-entropy has its reference level (the label frequencies' entropy):
+    the verdict itself is chance_level."""
     test = inner[f"test_shuffled[{seed}]"]
     assert test["outcome"] == "failed"
+    assert test["series"]["train"]["reference"]["value"] > 2.2
+    top = test["diagnoses"][0]
+    assert top["cause"] == "chance_level"
+    assert "reference level" in top["evidence"]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_shuffled_labels_without_reference_stall_at_ln_c(inner: dict[str, Any],
+                                                         seed: int) -> None:
+    """Without a reference level (label smoothing), the stall at ln(C) of the 10-wide output
+    is still chance_level, not a bare plateau."""
+    test = inner[f"test_shuffled_smoothed[{seed}]"]
+    assert test["outcome"] == "failed"
+    assert "reference" not in test["series"]["train"]
     top = test["diagnoses"][0]
     assert top["cause"] == "chance_level"
     assert "ln(10)" in top["evidence"]
