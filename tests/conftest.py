@@ -104,6 +104,13 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     return True if missing and not _required() else None
 
 
+def pytest_report_header(config: pytest.Config) -> str:
+    """Which copy of the package the tests import (.ci/matrix checks it is the wheel's)."""
+    import pytest_losstrend
+
+    return f"losstrend tests: package from {Path(pytest_losstrend.__file__).parent}"
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark each test with the frameworks it needs; skip it when one is not installed."""
     for item in items:
