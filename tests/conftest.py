@@ -4,13 +4,132 @@ The inner test files written through ``lt_pytester`` import ``lt_helpers``, a mo
 training loops (linear regression on synthetic data, a fraction of a second each). torch is
 imported once per process, before pytester snapshots ``sys.modules``: pytester drops every
 module imported during a test when the test ends, and torch cannot be imported twice.
+
+It also marks each test ``torch`` and/or ``tensorflow`` by what it needs, read from the source
+(the module's imports, the test function's and its fixtures' bodies, inner test files included),
+so that the pure core runs alone: ``pytest tests -m "not torch and not tensorflow"`` with only
+numpy installed (``.ci/matrix`` does this on every Python and on the oldest and newest pytest and
+numpy). A file whose module-level imports need a framework that is not installed is not
+collected, and a marked test whose framework is missing is skipped saying so; with
+``LOSSTREND_REQUIRE_FRAMEWORKS=1`` (CI's main run) both are errors instead, so a broken install
+cannot pass as skips.
 """
 
 from __future__ import annotations
 
+import ast
+import contextlib
+import functools
+import importlib.util
+import inspect
+import os
+import re
+from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+#: Import roots -> the marker of the framework they need (Lightning, Hugging Face and their
+#: helpers all run on torch; scikit-learn rides with the framework tests that use its data).
+NEEDS = {
+    "torch": "torch",
+    "lightning": "torch",
+    "pytorch_lightning": "torch",
+    "transformers": "torch",
+    "accelerate": "torch",
+    "sklearn": "torch",
+    "tensorflow": "tensorflow",
+    "keras": "tensorflow",
+}
+#: Fixtures of this file that bring torch in.
+TORCH_FIXTURES = {"torch_module", "lt_pytester"}
+_IMPORT = re.compile(
+    r"^\s*(?:import|from)\s+(" + "|".join(NEEDS) + r")\b"
+    r"|importorskip\(\s*[\"'](" + "|".join(NEEDS) + r")\b",
+    re.MULTILINE,
+)
+
+
+#: Inner runs that need both frameworks without an import in sight: the catalogue's scenarios
+#: train torch and Keras models, and the examples import both.
+_BOTH = re.compile(r"losstrend[-_]catalogue|[\"']examples[\"']")
+
+
+def _frameworks(source: str) -> set[str]:
+    """The framework markers that the imports written in ``source`` need (inner test files
+    written as strings count: a pytester run of them needs the framework too)."""
+    found = {NEEDS[a or b] for a, b in _IMPORT.findall(source)}
+    return found | {"torch", "tensorflow"} if _BOTH.search(source) else found
+
+
+@functools.cache
+def _module_frameworks(path: Path) -> frozenset[str]:
+    """The frameworks a test module needs at import time (its module-level imports)."""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError):
+        return frozenset()
+    found: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names = [node.module or ""]
+        elif not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            # ``torch = pytest.importorskip("torch")``; an inner test file held in a
+            # module-level string does not make the whole module need torch.
+            found |= {NEEDS[b] for _, b in _IMPORT.findall(ast.unparse(node)) if b}
+            continue
+        else:
+            continue
+        found |= {NEEDS[n.split(".")[0]] for n in names if n.split(".")[0] in NEEDS}
+    return frozenset(found)
+
+
+@functools.cache
+def _installed(framework: str) -> bool:
+    return importlib.util.find_spec(framework) is not None
+
+
+def _required() -> bool:
+    return os.environ.get("LOSSTREND_REQUIRE_FRAMEWORKS") == "1"
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Leave out a test module whose imports need a framework that is not installed (the
+    core-only runs), unless CI's main run requires every framework."""
+    if collection_path.suffix != ".py" or not collection_path.name.startswith("test_"):
+        return None
+    missing = [f for f in _module_frameworks(collection_path) if not _installed(f)]
+    return True if missing and not _required() else None
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Which copy of the package the tests import (.ci/matrix checks it is the wheel's)."""
+    import pytest_losstrend
+
+    return f"losstrend tests: package from {Path(pytest_losstrend.__file__).parent}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test with the frameworks it needs; skip it when one is not installed."""
+    for item in items:
+        if not isinstance(item, pytest.Function):
+            continue
+        needs = set(_module_frameworks(Path(str(item.path))))
+        if TORCH_FIXTURES & set(item.fixturenames):
+            needs.add("torch")
+        funcs = [item.function] + [
+            d.func for defs in item._fixtureinfo.name2fixturedefs.values() for d in defs
+        ]
+        for func in funcs:
+            with contextlib.suppress(OSError, TypeError):
+                needs |= _frameworks(inspect.getsource(func))
+        for name in sorted(needs):
+            item.add_marker(name)
+        missing = [f for f in sorted(needs) if not _installed(f)]
+        if missing and not _required():
+            item.add_marker(pytest.mark.skip(reason=f"needs {', '.join(missing)}, not installed"))
 
 HELPERS = '''
 """Tiny real training loops for the inner tests (each well under a second)."""
