@@ -239,7 +239,7 @@ class TorchCapture:
         if not self._watched:
             self._watch_models()
         if not self._steps:
-            self._stale.see(src, self._all_watchers())
+            self._stale.see(src, self._all_watchers)
         # A CPU value is read at once; an accelerator's stays on its device, detached, until
         # the recorder's chunk (no sync per step).
         v: Any = src.detach().reshape(())
@@ -371,8 +371,9 @@ class _ManualStaleProbe:
         # the sampled values of each leaf at the backward call before a checked one
         self._saved: list[np.ndarray[Any, Any] | torch.Tensor | None] | None = None
 
-    def see(self, t: torch.Tensor, watchers: list[Any]) -> None:
-        """One backward call on ``t``, before its backward pass runs."""
+    def see(self, t: torch.Tensor, watchers: Callable[[], list[Any]]) -> None:
+        """One backward call on ``t``, before its backward pass runs (``watchers``: the
+        watchers whose names the parameters take, asked for once)."""
         i = self.calls
         self.calls = i + 1
         try:
@@ -393,9 +394,9 @@ class _ManualStaleProbe:
         # between two of its backward calls, or always on one side of the update).
         return int(((STALE_EVERY + 1) << (self._sparse // STALE_THIN_AFTER)) - 1)
 
-    def _save(self, t: torch.Tensor, watchers: list[Any]) -> None:
+    def _save(self, t: torch.Tensor, watchers: Callable[[], list[Any]]) -> None:
         if self._leaves is None:
-            self._leaves = _leaf_parameters(t, watchers)
+            self._leaves = _leaf_parameters(t, watchers())
         # _elements reads detached values: no autograd context is needed.
         self._saved = [_elements(p) for _, p in self._leaves]
 
