@@ -6,7 +6,7 @@ passed with a small learning rate. Every clearing form counts as cleared; accumu
 backward passes per update, and a parameter that is never updated, are not stale.
 
 Real tiny torch loops on scikit-learn's diabetes data, run in one inner pytest session with the
-JSON report.
+JSON report; the invariant's thresholds and wording on plain evidence.
 """
 
 from __future__ import annotations
@@ -181,3 +181,37 @@ def test_never_updated_parameters_are_not_stale(inner: dict[str, Any]) -> None:
     assert test["evidence"]["manual_checks"] == 0
     assert _stale(test) is None
     assert "stale_gradients" not in [d["cause"] for d in test["diagnoses"]]
+
+
+def _manual(checks: int, stale: int, *, steps: int = 0) -> Any:
+    from pytest_losstrend.diagnosis.evidence import Evidence
+
+    grads = {"w.grad": stale, "b.grad": stale} if stale else {}
+    return Evidence(framework="torch", optimizer_steps=steps, manual_backward=200,
+                    manual_checks=checks, manual_stale=stale, manual_stale_grads=grads)
+
+
+def test_the_invariant_on_plain_evidence() -> None:
+    """Carried over on most checks breaks it, with its own fix; half or fewer holds; fewer
+    than 2 checks is unchecked; an optimizer that stepped leaves it to the optimizer probes;
+    allowing it keeps the fix."""
+    from pytest_losstrend.diagnosis.invariants import check_invariants, invariant_diagnoses
+
+    check = check_invariants(_manual(9, 9), [1.0, 0.5])
+    [broken] = check.failing
+    assert broken.name == "stale_gradients"
+    assert broken.evidence.startswith(
+        "w.grad, b.grad carried over after the update on 9 of 9 sampled steps "
+        "(a loop with no optimizer, 200 backward passes): never cleared")
+    [diag] = invariant_diagnoses(check.failing)
+    assert (diag.cause, diag.confidence) == ("stale_gradients", 1.0)
+    assert diag.fix.startswith("clear the gradients after each update")
+    assert "not always cleared" in check_invariants(_manual(9, 5), []).failing[0].evidence
+    held = check_invariants(_manual(9, 4), []).results
+    assert [r.held for r in held if r.name == "stale_gradients"] == [True]
+    assert "stale_gradients" in check_invariants(_manual(1, 1), []).unchecked
+    # An optimizer stepped: the manual counts are not this run's evidence.
+    assert "stale_gradients" in check_invariants(_manual(9, 9, steps=5), []).unchecked
+    allowed = check_invariants(_manual(9, 9), [], allow=("stale_gradients",))
+    assert not allowed.failing and allowed.broken[0].allowed
+    assert allowed.broken[0].fix.startswith("clear the gradients after each update")
