@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/bench_autocapture.py [--rounds N] [--json out.json]
+    python benchmarks/bench_autocapture.py [--rounds N] [--json out.json] [--manual]
 
 The loop: ``nn.Linear(10, 1)``, batch 32, MSE, SGD, 2000 steps, one thread, as in
 ``bench_watch.py``. Variants, run interleaved in one process with the order rotating every
@@ -14,6 +14,10 @@ recorded, the watcher finished):
 - ``capture``: the loss of each backward recorded, grouped per optimizer step, no watcher
   (``TorchCapture(watch=False)``);
 - ``capture + watch``: what a marked test gets: the loss, and the model watched (sampled steps).
+
+With ``--manual`` the loop has no optimizer (``p -= lr * p.grad``, then ``p.grad = None``): the
+loss is recorded per backward and sampled backward calls check for stale gradients; one more
+variant, ``capture + watch, no stale check``, turns that check off to show what it costs.
 
 Reported, for wall time and for the CPU time of the thread that runs the loop (less disturbed
 by other jobs on a shared machine): the median and interquartile range of the per-round ratios
@@ -37,8 +41,8 @@ BATCH = 32
 TARGETS = {"capture": 1.05, "capture + watch": 1.10}
 
 
-def make_loop() -> Callable[[], None]:
-    """The tiny loop over fixed data (the same every call)."""
+def make_loop(manual: bool = False) -> Callable[[], None]:
+    """The tiny loop over fixed data (the same every call); ``manual``: no optimizer."""
     import torch
 
     torch.manual_seed(0)
@@ -57,7 +61,21 @@ def make_loop() -> Callable[[], None]:
             loss.backward()
             opt.step()
 
-    return loop
+    def manual_loop() -> None:
+        model = torch.nn.Linear(10, 1)
+        params = list(model.parameters())
+        for step in range(STEPS):
+            xb, yb = batches[step % len(batches)]
+            loss = torch.nn.functional.mse_loss(model(xb), yb)
+            loss.backward()
+            with torch.no_grad():
+                for p in params:
+                    grad = p.grad
+                    assert grad is not None
+                    p.sub_(grad, alpha=0.01)
+                    p.grad = None
+
+    return manual_loop if manual else loop
 
 
 def variant(name: str, loop: Callable[[], None]) -> Callable[[], None]:
@@ -71,6 +89,8 @@ def variant(name: str, loop: Callable[[], None]) -> Callable[[], None]:
     def run() -> None:
         rec = Recorder()
         cap = TorchCapture(rec, watch=name != "capture")
+        if name.endswith("no stale check"):
+            cap._stale.see = lambda *args: None  # type: ignore[method-assign]
         undo = cap.install()
         try:
             loop()
@@ -99,12 +119,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--manual", action="store_true",
+                        help="a loop with no optimizer (p -= lr * p.grad)")
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(1)
-    loop = make_loop()
+    loop = make_loop(args.manual)
     names = ["bare", "bare (A/A)", "capture", "capture + watch"]
+    if args.manual:
+        names.append("capture + watch, no stale check")
     fns = {n: variant(n, loop) for n in names}
     for n in names:  # warm-up
         fns[n]()
@@ -135,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
                          f"| {fastest:.3f} |")
             data[n][clock] = {"median_ms": med_ms, "ratio": q2, "iqr": [q1, q3],
                               "fastest_ratio": fastest}
-    print(f"### Automatic capture: {STEPS} steps of Linear(10, 1), batch {BATCH}, "
+    print(f"### Automatic capture{' (manual loop)' if args.manual else ''}: {STEPS} steps "
+          f"of Linear(10, 1), batch {BATCH}, "
           f"{args.rounds} interleaved rounds\n")
     print("\n".join(lines))
     if args.json:

@@ -23,6 +23,15 @@ notes which modules run. It returns the undo.
   adopts the first optimizer that steps its parameters. An optimizer whose parameters no
   watched model holds is watched through a stand-in module holding them (gradients, updates
   and learning rate; no inputs or dead units).
+- **Stale gradients in a manual loop.** While no optimizer has stepped, sampled backward calls
+  (the 3rd and 4th, then every :data:`STALE_EVERY`-th, thinning out on long loops) check the
+  gradients themselves (:class:`_ManualStaleProbe`): the backward call before a sampled one
+  keeps a few elements of each leaf parameter the loss reaches (found once in the autograd
+  graph); at the sampled one, before its backward runs, a parameter whose values changed since
+  (an update happened in between) must find its ``.grad`` cleared (None or zeros: ``p.grad =
+  None``, ``p.grad.zero_()``, ``model.zero_grad()``). A carried-over gradient is counted for
+  ``stale_gradients``; a parameter that did not change (accumulation, frozen) is not checked.
+  An optimizer loop never reaches it past its first backward call.
 - **The reference level.** The first :data:`REFERENCE_LOSSES` backward scalars are looked up
   in the autograd graph: when each is, unchanged, the output of one built-in loss
   (cross-entropy on log-softmax, MSE, BCE, BCE with logits, Huber, smooth L1; mean reduction,
@@ -40,15 +49,19 @@ benchmarks/README.md has the figures.
 from __future__ import annotations
 
 import functools
+import sys
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any, cast
 
+import numpy as np
 import torch
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from pytest_losstrend.capture.recorder import BY_WATCH, LossTrendStop
+from pytest_losstrend.diagnosis.evidence import Evidence
 
 if TYPE_CHECKING:
     from pytest_losstrend.capture.recorder import Recorder
@@ -56,6 +69,18 @@ if TYPE_CHECKING:
 #: Backward calls with no optimizer step after which the loop is taken to be a manual one and
 #: each backward is recorded as a point (so a diverging manual loop stops early).
 MANUAL_AFTER = 64
+#: In a loop with no optimizer, backward calls 2 and 3 are checked for stale gradients, then
+#: every this-many-th (each check also reads the parameters at the call before it)...
+STALE_EVERY = 7
+#: ...the interval growing to 15, 31... after every this many checks, so a long loop costs
+#: no more.
+STALE_THIN_AFTER = 16
+#: Leaf parameters checked (spread evenly over those the loss reaches)...
+STALE_PARAMS = 8
+#: ...and elements of each parameter compared to tell that it was updated.
+STALE_ELEMENTS = 64
+#: Autograd nodes visited, at most, to find the leaf parameters.
+GRAPH_NODES = 20000
 #: Backward scalars whose loss is looked up for the reference level...
 REFERENCE_LOSSES = 16
 #: ...or fewer, once their targets hold this many rows.
@@ -98,6 +123,7 @@ class TorchCapture:
         self._holders: list[nn.Module] = []
         self._watched_off = not watch
         self._ref = _ReferenceProbe()
+        self._stale = _ManualStaleProbe()
 
     # -- install / undo ---------------------------------------------------------------------
 
@@ -180,7 +206,11 @@ class TorchCapture:
                 try:
                     self._flush_at_end()
                 finally:
-                    self._ref.offer(self.recorder)
+                    try:
+                        self._ref.offer(self.recorder)
+                    finally:
+                        if not self._steps:
+                            self._stale.offer(self.recorder, self.owner)
 
         return undo
 
@@ -208,6 +238,8 @@ class TorchCapture:
             self._ref.look(src)
         if not self._watched:
             self._watch_models()
+        if not self._steps:
+            self._stale.see(src, self._all_watchers)
         # A CPU value is read at once; an accelerator's stays on its device, detached, until
         # the recorder's chunk (no sync per step).
         v: Any = src.detach().reshape(())
@@ -322,6 +354,185 @@ class TorchCapture:
         if self.owner is not None:
             out.extend(self.owner.watchers)
         return out
+
+
+class _ManualStaleProbe:
+    """Whether a loop with no optimizer clears its gradients after each update (see the
+    module's docstring): counts kept until the undo offers them as evidence."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.checks = 0
+        self.stale = 0
+        self.stale_grads: dict[str, int] = {}
+        self._next = 2
+        self._sparse = 0
+        self._leaves: list[tuple[str, torch.Tensor]] | None = None
+        # the sampled values of each leaf at the backward call before a checked one
+        self._saved: list[np.ndarray[Any, Any] | torch.Tensor | None] | None = None
+
+    def see(self, t: torch.Tensor, watchers: Callable[[], list[Any]]) -> None:
+        """One backward call on ``t``, before its backward pass runs (``watchers``: the
+        watchers whose names the parameters take, asked for once)."""
+        i = self.calls
+        self.calls = i + 1
+        try:
+            if i == self._next:
+                self._next = i + self._interval(i)
+                self._check()
+            if i + 1 == self._next:
+                self._save(t, watchers)
+        except (RuntimeError, TypeError, ValueError):  # a graph or tensor we cannot read
+            self._saved = None
+
+    def _interval(self, i: int) -> int:
+        if i == 2:
+            return 1
+        self._sparse += 1
+        # 7, then 15, 31...: odd, so the checks fall at every phase of an accumulation over a
+        # power of two of backward calls per update (a multiple of 8 would always land
+        # between two of its backward calls, or always on one side of the update).
+        return int(((STALE_EVERY + 1) << (self._sparse // STALE_THIN_AFTER)) - 1)
+
+    def _save(self, t: torch.Tensor, watchers: Callable[[], list[Any]]) -> None:
+        if self._leaves is None:
+            self._leaves = _leaf_parameters(t, watchers())
+        # _elements reads detached values: no autograd context is needed.
+        self._saved = [_elements(p) for _, p in self._leaves]
+
+    def _check(self) -> None:
+        saved, self._saved = self._saved, None
+        if saved is None or self._leaves is None:
+            return
+        updated = False
+        carried: list[str] = []
+        for (name, p), before in zip(self._leaves, saved, strict=True):
+            now = _elements(p)
+            if before is None or now is None or _same(now, before):
+                continue  # not updated since the last backward: accumulation, or frozen
+            updated = True
+            g = p.grad
+            if g is not None and _nonzero(g):
+                carried.append(name)
+        if not updated:
+            return
+        self.checks += 1
+        if carried:
+            self.stale += 1
+            for name in carried:
+                self.stale_grads[name] = self.stale_grads.get(name, 0) + 1
+
+    def offer(self, recorder: Recorder, owner: Recorder | None) -> None:
+        """Put the counts into the evidence of the run (a loop where no optimizer stepped)."""
+        self._leaves, self._saved = None, None
+        if self.calls < 3:
+            return
+        ev = recorder.evidence
+        if ev is None and owner is not None:
+            ev = owner.evidence
+        if ev is None:
+            ev = recorder.evidence = Evidence(framework="torch")
+        ev.manual_backward = self.calls
+        ev.manual_checks = self.checks
+        ev.manual_stale = self.stale
+        ev.manual_stale_grads = dict(self.stale_grads)
+
+
+#: dtypes read through numpy views on the CPU (a numpy call costs a fraction of a torch op's).
+_NUMPY_DTYPES = (torch.float32, torch.float64)
+
+
+def _numpy_view(t: torch.Tensor) -> np.ndarray[Any, Any] | None:
+    if t.device.type != "cpu" or t.dtype not in _NUMPY_DTYPES or t.is_sparse:
+        return None
+    return t.detach().numpy().reshape(-1)
+
+
+def _elements(p: torch.Tensor) -> np.ndarray[Any, Any] | torch.Tensor | None:
+    """Up to :data:`STALE_ELEMENTS` of ``p``'s values, spread evenly (a copy)."""
+    if p.is_sparse or p.numel() == 0:
+        return None
+    a = _numpy_view(p)
+    if a is not None:
+        sample = a[::max(1, a.size // STALE_ELEMENTS)][:STALE_ELEMENTS]
+        return cast("np.ndarray[Any, Any]", sample.copy())
+    flat = p.detach().reshape(-1)
+    stride = max(1, flat.numel() // STALE_ELEMENTS)
+    return flat[::stride][:STALE_ELEMENTS].clone()
+
+
+def _same(a: np.ndarray[Any, Any] | torch.Tensor | None,
+          b: np.ndarray[Any, Any] | torch.Tensor | None) -> bool:
+    """Whether two samples of :func:`_elements` are equal (a NaN never is)."""
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        return bool(np.array_equal(a, b))
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return a.shape == b.shape and a.device == b.device and torch.equal(a, b)
+    return False
+
+
+def _nonzero(g: torch.Tensor) -> bool:
+    a = _numpy_view(g)
+    if a is not None:
+        return bool(a.any())
+    if g.is_sparse:
+        g = g.coalesce().values()
+    return bool(g.numel()) and bool(g.detach().any())
+
+
+def _leaf_parameters(t: torch.Tensor, watchers: list[Any]) -> list[tuple[str, torch.Tensor]]:
+    """The leaf tensors ``t``'s backward pass accumulates gradients into (at most
+    :data:`STALE_PARAMS`, spread evenly), named after the caller's variables when it holds them
+    (``w``, ``model.0.weight``), else the watched models' names, else their shapes."""
+    leaves: dict[int, torch.Tensor] = {}
+    seen: set[int] = set()
+    stack: list[Any] = [t.grad_fn]
+    while stack and len(seen) < GRAPH_NODES:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        var = getattr(node, "variable", None)
+        if isinstance(var, torch.Tensor):
+            leaves.setdefault(id(var), var)
+            continue
+        stack.extend(fn for fn, _ in node.next_functions)
+    found = list(leaves.values())
+    if len(found) > STALE_PARAMS:
+        n = len(found)
+        found = [found[k * (n - 1) // (STALE_PARAMS - 1)] for k in range(STALE_PARAMS)]
+    names = _caller_names(found)
+    for w in watchers:
+        for name, p in zip(getattr(w, "_names", ()), getattr(w, "_params", ()), strict=False):
+            names.setdefault(id(p), name)
+    return [(names.get(id(p), f"tensor{tuple(p.shape)}") + ".grad", p) for p in found]
+
+
+def _caller_names(params: list[torch.Tensor]) -> dict[int, str]:
+    """id -> the name the code calling ``backward()`` gives each of ``params``: a variable
+    bound to it, or a module variable's parameter (``model.0.weight``)."""
+    wanted = {id(p) for p in params}
+    out: dict[int, str] = {}
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None and str(frame.f_globals.get("__name__", "")).startswith(
+            ("pytest_losstrend.capture", "torch")):
+        frame = frame.f_back
+    if frame is None:
+        return out
+    for scope in (frame.f_locals, frame.f_globals):
+        for var, value in list(scope.items()):
+            if isinstance(value, torch.Tensor):
+                if id(value) in wanted:
+                    out.setdefault(id(value), var)
+            elif isinstance(value, nn.Module):
+                try:
+                    named = list(value.named_parameters())
+                except Exception:  # a module mid-construction: its names are not needed
+                    continue
+                for pname, p in named:
+                    if id(p) in wanted:
+                        out.setdefault(id(p), f"{var}.{pname}")
+    return out
 
 
 def _mean(values: list[Any]) -> Any:

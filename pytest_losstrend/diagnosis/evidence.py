@@ -64,6 +64,14 @@ class Evidence:
         stale_steps: of those, the steps whose gradients the next backward pass found still
             there, unchanged: carried over into the next step.
         stale_params: the sampled parameters whose gradients were carried over.
+        manual_backward: backward passes of a loop where no optimizer ever stepped (a manual
+            SGD loop, ``p -= lr * p.grad``), as automatic capture saw them; 0 otherwise.
+        manual_checks: of those, the sampled backward passes that followed an update of the
+            parameters (their values changed since the backward pass before): each found
+            ``.grad`` cleared (None or zeros) or carried over.
+        manual_stale: of those checks, how many found a gradient carried over.
+        manual_stale_grads: per gradient (``"w.grad"``, ``"model.0.weight.grad"``), on how many
+            of those checks it was carried over.
     """
 
     framework: str | None = None
@@ -94,6 +102,10 @@ class Evidence:
     grad_checks: int | None = None
     stale_steps: list[int] = field(default_factory=list)
     stale_params: list[str] = field(default_factory=list)
+    manual_backward: int = 0
+    manual_checks: int = 0
+    manual_stale: int = 0
+    manual_stale_grads: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-able data."""

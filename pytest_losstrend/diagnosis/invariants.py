@@ -65,6 +65,10 @@ INVARIANT_FIXES = {
     "zero_gradients": "the module's output never reaches the loss: look for a .detach(), a "
                       "torch.no_grad() or an unused branch between it and the loss",
 }
+#: The fix of ``stale_gradients`` in a loop with no optimizer (``p -= lr * p.grad``).
+MANUAL_STALE_FIX = ("clear the gradients after each update, before the next backward: "
+                    "p.grad = None (or p.grad.zero_(), model.zero_grad()) right after "
+                    "p -= lr * p.grad; with accumulation, after every k-th backward's update")
 #: A broken invariant is certain evidence: its diagnosis leads, above every rule's guess.
 INVARIANT_CONFIDENCE = 1.0
 #: ... except ``zero_gradients``: a layer of ReLUs a 100x learning rate killed has exactly zero
@@ -98,6 +102,8 @@ class InvariantResult:
     held: bool
     evidence: str
     allowed: bool = False
+    #: What to change, when it differs from the invariant's usual fix (``INVARIANT_FIXES``).
+    fix: str = ""
 
     def as_dict(self) -> InvariantData:
         """Plain data for the report.
@@ -138,7 +144,31 @@ def _names(names: Sequence[str]) -> str:
     return shown + (f" and {len(names) - SHOWN} more" if len(names) > SHOWN else "")
 
 
+def _stale_manual(ev: Evidence) -> InvariantResult | str:
+    """A loop with no optimizer: carried over after an update on most sampled checks."""
+    checks, stale = ev.manual_checks, ev.manual_stale
+    loop = f"a loop with no optimizer, {ev.manual_backward} backward passes"
+    if checks < 2:
+        return (f"not checked: in {loop}, {checks} sampled backward pass(es) followed an "
+                "update of the parameters, 2 are needed")
+    if 2 * stale <= checks:
+        return InvariantResult(
+            "stale_gradients", True,
+            f"gradients cleared after the update on {checks - stale} of {checks} sampled steps "
+            f"({loop})")
+    grads = sorted(ev.manual_stale_grads, key=lambda g: -ev.manual_stale_grads[g])
+    return InvariantResult(
+        "stale_gradients", False,
+        f"{_names(grads)} carried over after the update on {stale} of {checks} sampled steps "
+        f"({loop}): {'never' if stale == checks else 'not always'} cleared, so an update "
+        "applies the sum of the gradients so far",
+        fix=MANUAL_STALE_FIX,
+    )
+
+
 def _stale(ev: Evidence) -> InvariantResult | str:
+    if ev.optimizer_steps == 0 and ev.manual_backward:
+        return _stale_manual(ev)
     if ev.grad_checks is None:
         return ("not checked: the framework computes fresh gradients at every step"
                 if ev.framework == "keras" else "not checked: no gradient was sampled")
@@ -301,7 +331,7 @@ def check_invariants(
         if isinstance(r, str):
             unchecked[name] = r
         elif not r.held and name in allowed:
-            results.append(InvariantResult(r.name, r.held, r.evidence, allowed=True))
+            results.append(InvariantResult(r.name, r.held, r.evidence, allowed=True, fix=r.fix))
         else:
             results.append(r)
     return InvariantCheck(results, unchecked)
@@ -320,7 +350,7 @@ def invariant_diagnoses(failing: Iterable[InvariantResult]) -> list[Diagnosis]:
     """
     return [Diagnosis(INVARIANT_CAUSES.get(r.name, r.name),
                       SYMPTOM_CONFIDENCE.get(r.name, INVARIANT_CONFIDENCE),
-                      f"{r.name}: {r.evidence}", INVARIANT_FIXES.get(r.name, ""))
+                      f"{r.name}: {r.evidence}", r.fix or INVARIANT_FIXES.get(r.name, ""))
             for r in failing if not r.held and not r.allowed]
 
 
