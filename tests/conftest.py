@@ -22,10 +22,15 @@ import contextlib
 import functools
 import importlib.util
 import inspect
+import json
 import os
 import re
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -276,6 +281,36 @@ def torch_module() -> ModuleType:
     torch.linalg.lstsq(torch.cat([x, torch.ones_like(x)], 1), 2 * x)
     pytest_losstrend.fixture.LossTrend().record(loss)
     return torch
+
+
+@pytest.fixture(scope="session")
+def inner_session(
+        tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], dict[str, Any]]:
+    """Run a whole inner test file in a fresh pytest process with the JSON report on.
+
+    Returns ``run(name, source)`` -> each test's JSON record, keyed by its node id without the
+    file. A fresh process, not pytester, because automatic capture patches torch for the inner
+    session's marked tests and those must see a torch that no other test touched. Example::
+
+        @pytest.fixture(scope="module")
+        def inner(torch_module, inner_session):
+            return inner_session("manual_stale", INNER)
+    """
+    def run(name: str, source: str) -> dict[str, Any]:
+        root = tmp_path_factory.mktemp(name)
+        (root / "test_inner.py").write_text(source, encoding="utf-8")
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly",
+             "-p", "no:xdist", "-q", "test_inner.py", "--losstrend-report=json:out.json"],
+            cwd=root, capture_output=True, text=True, timeout=600, check=False,
+            env={**os.environ, "COLUMNS": "200"},
+        )
+        out = root / "out.json"
+        assert out.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
+        doc = json.loads(out.read_text(encoding="utf-8"))
+        return {t["nodeid"].split("::", 1)[1]: t for t in doc["tests"]}
+
+    return run
 
 
 @pytest.fixture

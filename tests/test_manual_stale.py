@@ -11,10 +11,7 @@ JSON report; the invariant's thresholds and wording on plain evidence.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -112,20 +109,10 @@ def test_never_updated():
 
 
 @pytest.fixture(scope="module")
-def inner(torch_module: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def inner(torch_module: ModuleType,
+          inner_session: Callable[[str, str], dict[str, Any]]) -> dict[str, Any]:
     """One inner session of the cases above: nodeid (without the file) -> JSON test record."""
-    root = tmp_path_factory.mktemp("manual_stale")
-    (root / "test_inner.py").write_text(INNER, encoding="utf-8")
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly",
-         "-p", "no:xdist", "-q", "test_inner.py", "--losstrend-report=json:out.json"],
-        cwd=root, capture_output=True, text=True, timeout=600, check=False,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-    out = root / "out.json"
-    assert out.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
-    doc = json.loads(out.read_text(encoding="utf-8"))
-    return {t["nodeid"].split("::", 1)[1]: t for t in doc["tests"]}
+    return inner_session("manual_stale", INNER)
 
 
 def _stale(test: dict[str, Any]) -> dict[str, Any] | None:
