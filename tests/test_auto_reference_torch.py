@@ -84,6 +84,43 @@ def test_two_losses():
 '''
 
 
+LIGHTNING = '''
+import lightning.pytorch as pl
+import pytest
+import torch
+import torch.nn.functional as F
+from sklearn.datasets import load_digits
+
+
+class Digits(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(),
+                                       torch.nn.Linear(32, 10))
+
+    def training_step(self, batch, i):
+        x, y = batch
+        return F.cross_entropy(self.net(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+@pytest.mark.loss_decreases
+def test_shuffled():
+    torch.manual_seed(0)
+    x, y = load_digits(return_X_y=True)
+    x = torch.tensor(x / 16.0, dtype=torch.float32)
+    y = torch.tensor(y)[torch.randperm(len(y))]
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=64,
+                                       shuffle=True)
+    trainer = pl.Trainer(max_steps=40, enable_checkpointing=False, logger=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         accelerator="cpu")
+    trainer.fit(Digits(), data)
+'''
+
+
 def _run(pytester: pytest.Pytester) -> tuple[Any, dict[str, Any]]:
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-p", "no:xdist",
                                           "--losstrend-report=json:r.json")
@@ -135,13 +172,14 @@ def _logits() -> tuple[torch.Tensor, torch.Tensor]:
     lambda x, y: F.cross_entropy(x, y, weight=torch.ones(5)),
     lambda x, y: F.cross_entropy(x, y, reduction="sum"),
     lambda x, y: F.cross_entropy(x, y) / 4,                    # accumulation's scaling
+    lambda x, y: F.cross_entropy(x, y) / torch.tensor(2.0),
     F.nll_loss,                                                # not on log-probabilities
     lambda x, y: F.mse_loss(x, x.detach() * 0 + 1) + F.cross_entropy(x, y),
     lambda x, y: F.mse_loss(torch.ones(32, 5), x),             # the arguments swapped
     lambda x, y: F.binary_cross_entropy_with_logits(x, torch.ones(32, 5),
                                                     pos_weight=torch.ones(5)),
-], ids=["label_smoothing", "weight", "sum", "scaled", "nll_on_logits", "two_losses", "swapped",
-        "pos_weight"])
+], ids=["label_smoothing", "weight", "sum", "scaled", "scaled_by_tensor", "nll_on_logits",
+        "two_losses", "swapped", "pos_weight"])
 def test_no_level_unless_certain(make: Any) -> None:
     x, y = _logits()
     assert _loss_of(make(x, y)) is None
@@ -154,6 +192,29 @@ def test_the_loss_and_its_settings_are_read_from_the_graph() -> None:
     assert targets.tolist() == y.tolist()
     kind, _ = _loss_of(torch.nn.HuberLoss(delta=2.0)(x, torch.zeros(32, 5)))  # type: ignore[misc]
     assert kind == ("huber_loss", (("delta", 2.0),))
+
+
+def test_a_division_by_one_keeps_the_loss() -> None:
+    """Lightning divides each loss by ``accumulate_grad_batches`` (1 by default) before its
+    backward: the value is unchanged, so the loss under it is still read."""
+    x, y = _logits()
+    kind, targets = _loss_of(F.cross_entropy(x, y) / 1)  # type: ignore[misc]
+    assert kind == ("cross_entropy", (("ignore_index", -100),))
+    assert targets.tolist() == y.tolist()
+
+
+def test_lightning_marker_alone_gets_the_reference(lt_pytester: pytest.Pytester) -> None:
+    """A Lightning run on shuffled digits labels, with the marker alone, fails as no better
+    than chance against the captured cross-entropy's reference level."""
+    pytest.importorskip("lightning")
+    lt_pytester.makepyfile(test_light=LIGHTNING)
+    result = lt_pytester.runpytest_subprocess("--losstrend-report=json:r.json", "-p",
+                                              "no:randomly")
+    doc = json.loads((lt_pytester.path / "r.json").read_text(encoding="utf-8"))
+    (test,) = doc["tests"]
+    assert test["outcome"] == "failed", result.stdout.str()[-2000:]
+    assert test["series"]["train"]["reference"]["value"] > 2.2
+    assert test["verdict"]["kind"] == "chance_level", test["verdict"]
 
 
 def test_different_losses_in_the_first_steps_give_no_level() -> None:

@@ -605,10 +605,26 @@ class _ReferenceProbe:
                                        f" captured")
 
 
+def _unit_division_peeled(node: Any) -> Any:
+    """``node``, or the node under it when ``node`` divides by exactly 1.
+
+    Lightning's automatic optimization divides every loss by ``accumulate_grad_batches``, 1 by
+    default, before its backward: an unchanged value, so its loss keeps its reference level. Any
+    other divisor scales the loss, and the node is kept (no reference)."""
+    if type(node).__name__ != "DivBackward0":
+        return node
+    try:
+        other = node._saved_other
+        unit = isinstance(other, torch.Tensor) and other.numel() == 1 and float(other) == 1.0
+        return node.next_functions[0][0] if unit else node
+    except (AttributeError, RuntimeError, IndexError):  # freed, or a tensor-by-tensor division
+        return node
+
+
 def _loss_of(t: torch.Tensor) -> tuple[tuple[str, tuple[tuple[str, Any], ...]], Any] | None:
     """``((functional, settings), targets as numpy)`` when ``t`` is, unchanged, the output of a
     built-in loss with the mean reduction and no weights; None otherwise."""
-    node: Any = t.grad_fn
+    node: Any = _unit_division_peeled(t.grad_fn)
     spec = _LOSS_NODES.get(type(node).__name__) if node is not None else None
     if spec is None:
         return None
