@@ -13,8 +13,8 @@ import sklearn.datasets  # noqa: F401  (imported before pytester snapshots sys.m
 import torch
 import torch.nn.functional as F
 
-from pytest_losstrend.capture.auto_torch import _loss_of, _ReferenceProbe
 from pytest_losstrend.capture.recorder import Recorder
+from pytest_losstrend.capture.torch_loss_graph import ReferenceProbe, loss_of
 
 INNER = '''
 import pytest
@@ -182,15 +182,15 @@ def _logits() -> tuple[torch.Tensor, torch.Tensor]:
         "two_losses", "swapped", "pos_weight"])
 def test_no_level_unless_certain(make: Any) -> None:
     x, y = _logits()
-    assert _loss_of(make(x, y)) is None
+    assert loss_of(make(x, y)) is None
 
 
 def test_the_loss_and_its_settings_are_read_from_the_graph() -> None:
     x, y = _logits()
-    kind, targets = _loss_of(F.cross_entropy(x, y, ignore_index=3))  # type: ignore[misc]
+    kind, targets = loss_of(F.cross_entropy(x, y, ignore_index=3))  # type: ignore[misc]
     assert kind == ("cross_entropy", (("ignore_index", 3),))
     assert targets.tolist() == y.tolist()
-    kind, _ = _loss_of(torch.nn.HuberLoss(delta=2.0)(x, torch.zeros(32, 5)))  # type: ignore[misc]
+    kind, _ = loss_of(torch.nn.HuberLoss(delta=2.0)(x, torch.zeros(32, 5)))  # type: ignore[misc]
     assert kind == ("huber_loss", (("delta", 2.0),))
 
 
@@ -198,7 +198,7 @@ def test_a_division_by_one_keeps_the_loss() -> None:
     """Lightning divides each loss by ``accumulate_grad_batches`` (1 by default) before its
     backward: the value is unchanged, so the loss under it is still read."""
     x, y = _logits()
-    kind, targets = _loss_of(F.cross_entropy(x, y) / 1)  # type: ignore[misc]
+    kind, targets = loss_of(F.cross_entropy(x, y) / 1)  # type: ignore[misc]
     assert kind == ("cross_entropy", (("ignore_index", -100),))
     assert targets.tolist() == y.tolist()
 
@@ -219,14 +219,14 @@ def test_lightning_marker_alone_gets_the_reference(lt_pytester: pytest.Pytester)
 
 def test_different_losses_in_the_first_steps_give_no_level() -> None:
     x, y = _logits()
-    probe = _ReferenceProbe()
+    probe = ReferenceProbe()
     probe.look(F.cross_entropy(x, y))
     probe.look(F.mse_loss(x, torch.zeros(32, 5)))
     rec = Recorder()
     probe.offer(rec)
     assert rec.references == {}
 
-    probe = _ReferenceProbe()
+    probe = ReferenceProbe()
     for _ in range(3):
         probe.look(F.cross_entropy(x, y))
     probe.offer(rec)

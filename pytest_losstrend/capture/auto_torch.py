@@ -32,13 +32,10 @@ notes which modules run. It returns the undo.
   None``, ``p.grad.zero_()``, ``model.zero_grad()``). A carried-over gradient is counted for
   ``stale_gradients``; a parameter that did not change (accumulation, frozen) is not checked.
   An optimizer loop never reaches it past its first backward call.
-- **The reference level.** The first :data:`REFERENCE_LOSSES` backward scalars are looked up
-  in the autograd graph: when each is, unchanged, the output of one built-in loss
-  (cross-entropy on log-softmax, MSE, BCE, BCE with logits, Huber, smooth L1; mean reduction,
-  no class weight, no ``pos_weight``) of the same kind and settings, their targets give the
-  series its reference level (:func:`~pytest_losstrend.capture.references.reference_for`).
-  A sum of losses, a scaled loss (``loss / k``), label smoothing, a target that requires a
-  gradient (arguments swapped) or anything else gives none: never a wrong level.
+- **The reference level.** The first backward scalars are looked up in the autograd graph
+  (:mod:`~pytest_losstrend.capture.torch_loss_graph`): when each is, unchanged, one built-in
+  loss of one kind and settings, their targets give the series its reference level; anything
+  else gives none.
 
 Per step this costs, beyond the watcher's own sampling: the wrapper's call, one read, one
 optimizer hook call and one ``record``. Reading the value is most of it; keeping the tensors
@@ -60,7 +57,8 @@ import torch
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from pytest_losstrend.capture.recorder import BY_WATCH, LossTrendStop
+from pytest_losstrend.capture.recorder import LossTrendStop
+from pytest_losstrend.capture.torch_loss_graph import ReferenceProbe
 from pytest_losstrend.diagnosis.evidence import Evidence
 
 if TYPE_CHECKING:
@@ -81,10 +79,6 @@ STALE_PARAMS = 8
 STALE_ELEMENTS = 64
 #: Autograd nodes visited, at most, to find the leaf parameters.
 GRAPH_NODES = 20000
-#: Backward scalars whose loss is looked up for the reference level...
-REFERENCE_LOSSES = 16
-#: ...or fewer, once their targets hold this many rows.
-REFERENCE_ROWS = 4096
 
 _has_torch_function_unary: Callable[[Any], bool] = torch._C._has_torch_function_unary
 #: -1 outside a backward pass, on this thread; a backward run from a hook sees its outer one.
@@ -122,7 +116,7 @@ class TorchCapture:
         self._optimizers: set[int] = set()
         self._holders: list[nn.Module] = []
         self._watched_off = not watch
-        self._ref = _ReferenceProbe()
+        self._ref = ReferenceProbe()
         self._stale = _ManualStaleProbe()
 
     # -- install / undo ---------------------------------------------------------------------
@@ -540,124 +534,6 @@ def _mean(values: list[Any]) -> Any:
         return sum(values) / len(values)
     return torch.stack([torch.as_tensor(v, dtype=torch.float32).reshape(())
                         for v in values]).mean()
-
-
-# -- the reference level ------------------------------------------------------------------------
-
-#: grad_fn of a built-in loss's output -> the functional that computes it, and the settings
-#: (saved on the node) that reference_for reads as that functional's keyword arguments.
-_LOSS_NODES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "NllLossBackward0": ("cross_entropy", ("ignore_index",)),
-    "NllLoss2DBackward0": ("cross_entropy", ("ignore_index",)),
-    "MseLossBackward0": ("mse_loss", ()),
-    "BinaryCrossEntropyBackward0": ("binary_cross_entropy", ()),
-    "BinaryCrossEntropyWithLogitsBackward0": ("binary_cross_entropy_with_logits", ()),
-    "HuberLossBackward0": ("huber_loss", ("delta",)),
-    "SmoothL1LossBackward0": ("smooth_l1_loss", ("beta",)),
-}
-#: torch's Reduction enum: the mean, the only reduction in the units of the reference level.
-_MEAN = 1
-
-
-class _ReferenceProbe:
-    """What the first backward scalars say about the loss: one built-in loss, of one kind and
-    settings, and the targets of those calls; or not certain (see the module's docstring)."""
-
-    def __init__(self) -> None:
-        self.left = REFERENCE_LOSSES
-        self.certain = True
-        self.kind: tuple[str, tuple[tuple[str, Any], ...]] | None = None
-        self.targets: list[Any] = []
-        self.rows = 0
-
-    def look(self, t: torch.Tensor) -> None:
-        """Look up the loss that produced ``t`` (a backward scalar, before its backward)."""
-        self.left -= 1
-        found = _loss_of(t)
-        if found is None or (self.kind is not None and found[0] != self.kind):
-            self.certain = False
-            self.left = 0
-            self.targets = []
-            return
-        self.kind, y = found
-        self.targets.append(y)
-        self.rows += int(y.shape[0]) if y.ndim else 1
-        if self.rows >= REFERENCE_ROWS:
-            self.left = 0
-
-    def offer(self, recorder: Recorder) -> None:
-        """Give ``recorder``'s ``"train"`` series the reference level, when certain."""
-        self.left = 0
-        if not self.certain or self.kind is None or not self.targets:
-            return
-        import numpy as np
-        import torch.nn.functional as F
-
-        name, options = self.kind
-        try:
-            y = np.concatenate(self.targets) if len(self.targets) > 1 else self.targets[0]
-        except ValueError:  # batches of different widths
-            return
-        loss: Any = functools.partial(getattr(F, name), **dict(options))
-        n = len(self.targets)
-        recorder.offer_reference("train", loss, y, by=BY_WATCH,
-                                 where=f"of the first {n} {name} {'loss' if n == 1 else 'losses'}"
-                                       f" captured")
-
-
-def _unit_division_peeled(node: Any) -> Any:
-    """``node``, or the node under it when ``node`` divides by exactly 1.
-
-    Lightning's automatic optimization divides every loss by ``accumulate_grad_batches``, 1 by
-    default, before its backward: an unchanged value, so its loss keeps its reference level. Any
-    other divisor scales the loss, and the node is kept (no reference)."""
-    if type(node).__name__ != "DivBackward0":
-        return node
-    try:
-        other = node._saved_other
-        unit = isinstance(other, torch.Tensor) and other.numel() == 1 and float(other) == 1.0
-        return node.next_functions[0][0] if unit else node
-    except (AttributeError, RuntimeError, IndexError):  # freed, or a tensor-by-tensor division
-        return node
-
-
-def _loss_of(t: torch.Tensor) -> tuple[tuple[str, tuple[tuple[str, Any], ...]], Any] | None:
-    """``((functional, settings), targets as numpy)`` when ``t`` is, unchanged, the output of a
-    built-in loss with the mean reduction and no weights; None otherwise."""
-    node: Any = _unit_division_peeled(t.grad_fn)
-    spec = _LOSS_NODES.get(type(node).__name__) if node is not None else None
-    if spec is None:
-        return None
-    name, settings = spec
-    try:
-        if getattr(node, "_saved_reduction", None) != _MEAN:
-            return None
-        if (getattr(node, "_saved_weight", None) is not None
-                or getattr(node, "_saved_pos_weight", None) is not None):
-            return None
-        if name == "cross_entropy":
-            # Negative log-likelihood is cross-entropy only on log-probabilities.
-            inner = node.next_functions[0][0] if node.next_functions else None
-            if type(inner).__name__ != "LogSoftmaxBackward0":
-                return None
-        target = node._saved_target
-        options = []
-        for key in settings:
-            value = getattr(node, f"_saved_{key}")
-            if key == "ignore_index" and value >= 2 ** 63:  # saved as an unsigned int64
-                value -= 2 ** 64
-            options.append((key, value))
-    except (AttributeError, RuntimeError):  # freed by an earlier backward, or another node
-        return None
-    if not isinstance(target, torch.Tensor) or target.requires_grad:
-        return None  # a target that learns is a prediction: the arguments are swapped
-    from pytest_losstrend.capture.references import targets_to_numpy
-
-    try:
-        y = targets_to_numpy(target).copy()  # a copy: the batch's buffer may be reused
-    except (TypeError, ValueError, RuntimeError):
-        return None
-    return (name, tuple(options)), y
 
 
 def install(recorder: Recorder, *, owner: Recorder | None = None) -> Callable[[], None]:
