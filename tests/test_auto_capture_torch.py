@@ -288,3 +288,110 @@ def test_nested_backward_is_not_a_loss_and_no_warning() -> None:
             ((w - 1.0) ** 2).sum().backward()
     assert rec.losses() == [3.0] * 5  # w never steps: the same loss, once per outer backward
     assert not [c for c in caught if "requires_grad" in str(c.message)], caught
+
+
+def _diabetes_tensors() -> tuple[Any, Any]:
+    import torch
+    from sklearn.datasets import load_diabetes
+
+    x, y = load_diabetes(return_X_y=True)
+    return (torch.tensor((x - x.mean(0)) / x.std(0), dtype=torch.float32),
+            torch.tensor((y - y.mean()) / y.std(), dtype=torch.float32)[:, None])
+
+
+class _Net:
+    """A model with a parameter its forward never uses (a head kept for later)."""
+
+    @staticmethod
+    def build() -> Any:
+        import torch
+
+        class Net(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.body = torch.nn.Sequential(torch.nn.Linear(10, 16), torch.nn.ReLU(),
+                                                torch.nn.Linear(16, 1))
+                self.unused = torch.nn.Linear(4, 4)
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                out: torch.Tensor = self.body(x)
+                return out
+
+        return Net()
+
+
+@pytest.mark.parametrize("clear", ["zero_grad", "noop"])
+def test_captured_watch_probes_without_tensor_hooks(clear: str) -> None:
+    """The watcher automatic capture makes puts no hook on any parameter (a hook, even
+    removed, costs a Python call in every backward pass): its stale-gradient probes are
+    checked at the patched backward call instead. A no-op zero_grad is still caught; a healthy
+    loop is not flagged, even with a probed parameter no backward reaches, and the capture is
+    back on its fast path at the end."""
+    import torch
+
+    from pytest_losstrend.capture.auto_torch import TorchCapture
+    from pytest_losstrend.capture.recorder import Recorder
+
+    x, y = _diabetes_tensors()
+    torch.manual_seed(0)
+    model = _Net.build()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    if clear == "noop":
+        opt.zero_grad = lambda set_to_none=True: None  # type: ignore[method-assign]
+    rec = Recorder()
+    cap = TorchCapture(rec)
+    undo = cap.install()
+    try:
+        for step in range(120):
+            opt.zero_grad()
+            idx = torch.arange(step * 7 % 400, step * 7 % 400 + 32)
+            torch.nn.functional.mse_loss(model(x[idx]), y[idx]).backward()
+            opt.step()
+        fast_at_end = cap._fast
+    finally:
+        undo()
+        rec.finish_watching()
+    assert all(not p._backward_hooks for p in model.parameters())
+    assert len(rec.losses()) == 120
+    ev = rec.evidence
+    assert ev is not None and ev.grad_checks is not None and ev.grad_checks >= 10
+    if clear == "noop":
+        assert len(ev.stale_steps) == ev.grad_checks
+        assert ev.stale_params and not any(n.startswith("unused") for n in ev.stale_params)
+    else:
+        assert ev.stale_steps == [] and fast_at_end
+
+
+def test_captured_divergence_stops_within_a_record_batch() -> None:
+    """Losses reach the recorder every RECORD_EVERY steps: a diverging run under fail-fast
+    stops at most that many steps after the first non-finite loss, with every step's loss up to
+    the stop recorded in order."""
+    import torch
+
+    from pytest_losstrend.capture.auto_torch import RECORD_EVERY, TorchCapture
+    from pytest_losstrend.capture.recorder import LossTrendStop, Recorder
+
+    x, y = _diabetes_tensors()
+    torch.manual_seed(0)
+    model = torch.nn.Linear(10, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=3.0)
+    rec = Recorder(fail_fast=True)
+    seen: list[float] = []
+    undo = TorchCapture(rec, watch=False).install()
+    steps = 0
+    try:
+        with pytest.raises(LossTrendStop):
+            for _ in range(500):
+                opt.zero_grad()
+                loss = torch.nn.functional.mse_loss(model(x), y)
+                seen.append(float(loss.detach()))
+                loss.backward()
+                opt.step()
+                steps += 1
+    finally:
+        undo()
+    recorded = rec.losses()
+    assert recorded == pytest.approx(seen[:len(recorded)], nan_ok=True)
+    first_bad = next(i for i, v in enumerate(seen) if not v < 1e6)
+    assert steps - first_bad <= RECORD_EVERY
+    assert steps < 500

@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import functools
 import sys
-import threading
 from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING, Any, cast
@@ -59,6 +58,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from pytest_losstrend.capture.recorder import LossTrendStop
 from pytest_losstrend.capture.torch_loss_graph import ReferenceProbe
+from pytest_losstrend.capture.torch_watch import TorchWatcher
 from pytest_losstrend.diagnosis.evidence import Evidence
 
 if TYPE_CHECKING:
@@ -79,6 +79,9 @@ STALE_PARAMS = 8
 STALE_ELEMENTS = 64
 #: Autograd nodes visited, at most, to find the leaf parameters.
 GRAPH_NODES = 20000
+#: Optimizer steps whose losses are handed to the recorder together: one call per step costs
+#: about 2% of a tiny step; a run that diverges is stopped this many steps late at most.
+RECORD_EVERY = 16
 
 _has_torch_function_unary: Callable[[Any], bool] = torch._C._has_torch_function_unary
 #: -1 outside a backward pass, on this thread; a backward run from a hook sees its outer one.
@@ -99,13 +102,17 @@ class TorchCapture:
         self.recorder = recorder
         self.owner = owner
         self.active = False
-        self._lock = threading.Lock()
-        # the values of the backward calls since the last optimizer step
+        # the values of the backward calls since the last optimizer step (no lock: a
+        # backward in another thread racing an optimizer step joins the step before or after)
         self._pending: list[Any] = []
-        # True until the steady state: no optimizer step yet, a scaled loss waiting, the
-        # reference or the models still to find (see _update_slow)
-        self._slow = True
-        self._steps = 0
+        # the steps' losses not yet handed to the recorder (see RECORD_EVERY)
+        self._done: list[Any] = []
+        # False until the steady state: no optimizer step yet, a scaled loss waiting, the
+        # reference or the models still to find, a watcher's gradient probe armed (see
+        # _update_fast)
+        self._fast = False
+        self._stepped = False
+        self._last_opt: Any = None
         self._manual = False
         # id(scaled output) -> (the scaled output, the loss it was scaled from)
         self._scaled: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -118,6 +125,12 @@ class TorchCapture:
         self._watched_off = not watch
         self._ref = ReferenceProbe()
         self._stale = _ManualStaleProbe()
+        # The watchers this capture made: their stale-gradient probes are checked here, at the
+        # backward call after a sampled step, not by tensor hooks (a parameter that ever had a
+        # hook costs a Python call in every backward pass, even once the hook is removed).
+        self._probed: list[TorchWatcher] = []
+        self._probing = False
+        self._armed_now = False
 
     # -- install / undo ---------------------------------------------------------------------
 
@@ -142,7 +155,15 @@ class TorchCapture:
                 # torch.autograd.backward; seen there, once.
                 return orig_tensor_backward(self, gradient, retain_graph, create_graph, inputs)
             if cap.active and task_id() < 0:
-                cap.see(self)
+                if cap._fast and self.is_cpu:
+                    # The steady state, inlined: one read, no copy of the graph (detached, so
+                    # torch does not warn about reading a tensor that requires grad).
+                    try:  # noqa: SIM105 (a with-statement costs more on this path)
+                        cap._pending.append(self.detach().item())
+                    except RuntimeError:  # not one element: a gradient given, not a loss
+                        pass
+                else:
+                    cap.see(self)
             # What torch's Tensor.backward does, without going through our autograd wrapper.
             return orig_autograd_backward(self, gradient, retain_graph, create_graph,
                                           inputs=inputs)
@@ -160,7 +181,7 @@ class TorchCapture:
             if (cap.active and isinstance(outputs, torch.Tensor) and isinstance(out, torch.Tensor)
                     and out is not outputs and outputs.numel() == 1):
                 cap._scaled[id(out)] = (out, outputs)
-                cap._slow = True
+                cap._fast = False
             return out
 
         functools.update_wrapper(tensor_backward, orig_tensor_backward)
@@ -203,7 +224,7 @@ class TorchCapture:
                     try:
                         self._ref.offer(self.recorder)
                     finally:
-                        if not self._steps:
+                        if not self._stepped:
                             self._stale.offer(self.recorder, self.owner)
 
         return undo
@@ -212,12 +233,13 @@ class TorchCapture:
 
     def see(self, t: torch.Tensor) -> None:
         """One backward on ``t``: keep its value (unscaled) until the optimizer steps."""
-        if self._slow or t.ndim or not t.is_cpu:
-            self._see_slow(t)
+        if self._fast and t.is_cpu:
+            try:  # noqa: SIM105 (a with-statement costs more on this path)
+                self._pending.append(t.detach().item())
+            except RuntimeError:  # not one element: a gradient given, not a loss
+                pass
             return
-        # The steady state of a loop on the CPU: one read, no copy of the graph (detached, so
-        # torch does not warn about reading a tensor that requires grad).
-        self._pending.append(t.detach().item())
+        self._see_slow(t)
 
     def _see_slow(self, t: torch.Tensor) -> None:
         """:meth:`see` for the first steps, a scaled loss, a device tensor, no optimizer yet."""
@@ -232,45 +254,66 @@ class TorchCapture:
             self._ref.look(src)
         if not self._watched:
             self._watch_models()
-        if not self._steps:
+        if self._probing:
+            self._probe(src)
+        if not self._stepped:
             self._stale.see(src, self._all_watchers)
         # A CPU value is read at once; an accelerator's stays on its device, detached, until
         # the recorder's chunk (no sync per step).
         v: Any = src.detach().reshape(())
         if v.is_cpu:
             v = v.item()
-        self._update_slow()
+        self._update_fast()
         if self._manual:
             self._record(v)
             return
-        with self._lock:
-            self._pending.append(v)
-            if self._steps or len(self._pending) < MANUAL_AFTER:
-                return
-            self._manual = True
-            pending, self._pending = self._pending, []
+        self._pending.append(v)
+        if self._stepped or len(self._pending) < MANUAL_AFTER:
+            return
+        self._manual = True
+        pending, self._pending = self._pending, []
         for x in pending:
             self._record(x)
 
-    def _update_slow(self) -> None:
-        self._slow = bool(not self._steps or self._scaled or self._ref.left or not self._watched)
+    def _update_fast(self) -> None:
+        self._probing = any(w.probes_armed for w in self._probed)
+        self._fast = bool(self._stepped and not self._scaled and not self._ref.left
+                          and self._watched and not self._probing)
 
     def _post_step(self, opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        with self._lock:
-            pending = self._pending
-            self._pending = []
-            self._steps += 1
-        if self._slow:
-            self._manual = False
-            if self._scaled:
-                self._scaled.clear()
-            self._update_slow()
+        pending = self._pending
+        self._pending = []
+        if not self._fast or opt is not self._last_opt:
+            self._post_step_slow(opt)
+        if pending:
+            done = self._done
+            done.append(pending[0] if len(pending) == 1 else _mean(pending))
+            if len(done) >= RECORD_EVERY:
+                self._record_done()
+
+    def _post_step_slow(self, opt: torch.optim.Optimizer) -> None:
+        self._stepped = True
+        self._manual = False
+        self._last_opt = opt
+        if self._armed_now:
+            self._armed_now = False
+        elif self._probing:
+            # A probe no backward reached since its step (an unused parameter) would keep
+            # every later backward on the slow path: dropped, as if unchecked.
+            for w in self._probed:
+                w.drop_probes()
+        if self._scaled:
+            self._scaled.clear()
         if id(opt) not in self._optimizers:
             self._optimizers.add(id(opt))
             if not self._watched_off:
                 self._watch_optimizer(opt)
-        if pending:
-            self._record(pending[0] if len(pending) == 1 else _mean(pending))
+        self._update_fast()
+
+    def _record_done(self) -> None:
+        done, self._done = self._done, []
+        for v in done:
+            self._record(v)
 
     def _record(self, v: Any) -> None:
         try:
@@ -286,13 +329,44 @@ class TorchCapture:
     def _flush_at_end(self) -> None:
         # A stop now would only repeat what the verdict says; it must not escape the undo.
         self.recorder.fail_fast = False
+        self._record_done()
         pending, self._pending = self._pending, []
-        if self._steps == 0:
+        if not self._stepped:
             for x in pending:
                 self._record(x)
         # Backward calls after the last optimizer step are not a step's loss: dropped.
 
     # -- the watch ----------------------------------------------------------------------------
+
+    def _armed(self) -> None:
+        """A watcher armed its probes at an optimizer step's pre-hook: check at the next
+        backward (see :meth:`TorchWatcher.probe_backward`)."""
+        self._fast = False
+        self._probing = self._armed_now = True
+
+    def _probe(self, t: torch.Tensor) -> None:
+        wanted: set[int] = set()
+        for w in self._probed:
+            wanted |= w.armed_ids()
+        if not wanted:
+            return
+        try:
+            reached = _reached_leaves(t, wanted)
+        except (RuntimeError, TypeError, ValueError):  # a graph we cannot read: unchecked
+            return
+        for w in self._probed:
+            w.probe_backward(reached)
+
+    def _watcher(self, model: nn.Module, opt: torch.optim.Optimizer | None = None) -> None:
+        """Watch ``model`` (with ``opt``) through a watcher whose probes this capture checks;
+        a model the watcher cannot take is left alone (the loss is still recorded)."""
+        try:
+            w = TorchWatcher(model, opt, probe_at_backward=True)
+        except Exception:
+            return
+        w.on_armed = self._armed
+        self._probed.append(w)
+        self.recorder.add_watcher(w)
 
     def _see_module(self, module: nn.Module, args: Any) -> None:
         self._seen.setdefault(id(module), module)
@@ -319,10 +393,7 @@ class TorchCapture:
                 continue
             if not any(p.requires_grad for p in m.parameters()):
                 continue
-            try:
-                self.recorder.watch(m)
-            except Exception:  # a model the watcher cannot take: the loss is still recorded
-                continue
+            self._watcher(m)
 
     def _watch_optimizer(self, opt: torch.optim.Optimizer) -> None:
         """Watch an optimizer whose parameters no watched model holds."""
@@ -338,10 +409,7 @@ class TorchCapture:
         for i, p in enumerate(params):
             holder.register_parameter(f"param{i}", p)
         self._holders.append(holder)
-        try:
-            self.recorder.watch(holder, opt)
-        except Exception:
-            return
+        self._watcher(holder, opt)
 
     def _all_watchers(self) -> list[Any]:
         out = list(self.recorder.watchers)
@@ -500,6 +568,28 @@ def _leaf_parameters(t: torch.Tensor, watchers: list[Any]) -> list[tuple[str, to
         for name, p in zip(getattr(w, "_names", ()), getattr(w, "_params", ()), strict=False):
             names.setdefault(id(p), name)
     return [(names.get(id(p), f"tensor{tuple(p.shape)}") + ".grad", p) for p in found]
+
+
+def _reached_leaves(t: torch.Tensor, wanted: set[int]) -> set[int]:
+    """The ids, among ``wanted``, of the leaf tensors ``t``'s backward pass accumulates
+    gradients into (the graph walked until all are found, or :data:`GRAPH_NODES` nodes)."""
+    found: set[int] = set()
+    seen: set[int] = set()
+    stack: list[Any] = [t.grad_fn]
+    while stack and len(seen) < GRAPH_NODES:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        var = getattr(node, "variable", None)
+        if isinstance(var, torch.Tensor):
+            if id(var) in wanted:
+                found.add(id(var))
+                if len(found) == len(wanted):
+                    break
+            continue
+        stack.extend(fn for fn, _ in node.next_functions)
+    return found
 
 
 def _caller_names(params: list[torch.Tensor]) -> dict[int, str]:

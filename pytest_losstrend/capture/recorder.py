@@ -511,11 +511,20 @@ class Recorder:
             self.offer_reference("train", loss_fn, batch[1], by=BY_WATCH,
                                  where="of the batch given to watch()",
                                  model=model if loss_fn is None else None)
+        self.add_watcher(watcher)
+        return model
+
+    def add_watcher(self, watcher: Any) -> None:
+        """Keep a watcher built elsewhere (automatic capture builds its own): its evidence
+        becomes the run's, and :meth:`finish_watching` finishes it.
+
+        Example:
+            >>> recorder.add_watcher(TorchWatcher(model, probe_at_backward=True))
+        """
         self._watchers.append(watcher)
         self.evidence = watcher.evidence
         if self.framework is None:
             self.framework = watcher.evidence.framework
-        return model
 
     def adopt(self, staging: Recorder) -> bool:
         """Take what automatic capture recorded into ``staging`` as this recorder's own: its

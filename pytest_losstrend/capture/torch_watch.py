@@ -115,6 +115,9 @@ class TorchWatcher:
         loss_fn: ``loss_fn(prediction, target)``; with ``batch``, lets :meth:`sharpness`
             measure the top Hessian eigenvalue.
         batch: a fixed ``(x, y)`` to measure the sharpness on.
+        probe_at_backward: the stale-gradient probes get no tensor hooks; whoever sees each
+            ``backward()`` call (automatic capture) calls :meth:`probe_backward` before the
+            backward pass runs, and :attr:`on_armed` tells it when probes are armed.
     """
 
     def __init__(
@@ -124,8 +127,12 @@ class TorchWatcher:
         *,
         loss_fn: Callable[[Any, Any], Any] | None = None,
         batch: tuple[Any, Any] | None = None,
+        probe_at_backward: bool = False,
     ) -> None:
         self.model = model
+        self._probe_at_backward = probe_at_backward
+        #: Called when stale-gradient probes are armed (with ``probe_at_backward``).
+        self.on_armed: Callable[[], None] | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.loss_fn = loss_fn
         self.batch = batch
@@ -312,6 +319,8 @@ class TorchWatcher:
         self._stale_checked: dict[int, set[str]] = {}  # step -> probed parameters
         self._stale_found: dict[int, set[str]] = {}
         self.evidence.grad_checks = 0
+        if self._probe_at_backward:
+            return
         for j in self._probes:
             p = self._params[j]
             self._handles.append(p.register_hook(  # type: ignore[no-untyped-call]
@@ -332,24 +341,56 @@ class TorchWatcher:
                 continue
             self._probe_saved[j] = sample
             self._probe_armed[j] = step
+        if self._probe_armed and self.on_armed is not None:
+            self.on_armed()
 
     def _probe_hook(self, j: int) -> Callable[[torch.Tensor], None]:
         def hook(_grad: torch.Tensor) -> None:
-            step = self._probe_armed.pop(j, None)
-            if step is None:
-                return
-            saved = self._probe_saved.pop(j)
-            g = self._params[j].grad
-            self._stale_checked.setdefault(step, set()).add(self._names[j])
-            if g is None or g.numel() == 0:
-                return
-            flat = g.detach().reshape(-1)
-            stride = max(1, flat.numel() // STALE_ELEMENTS)
-            now = flat[::stride][:STALE_ELEMENTS]
-            if now.shape == saved.shape and torch.equal(now, saved):
-                self._stale_found.setdefault(step, set()).add(self._names[j])
+            self._check_probe(j)
 
         return hook
+
+    def _check_probe(self, j: int) -> None:
+        """The first backward pass reaching probed parameter ``j`` since it was armed, before
+        the pass adds its gradient: is the armed gradient still in ``.grad``?"""
+        step = self._probe_armed.pop(j, None)
+        if step is None:
+            return
+        saved = self._probe_saved.pop(j)
+        g = self._params[j].grad
+        self._stale_checked.setdefault(step, set()).add(self._names[j])
+        if g is None or g.numel() == 0:
+            return
+        flat = g.detach().reshape(-1)
+        stride = max(1, flat.numel() // STALE_ELEMENTS)
+        now = flat[::stride][:STALE_ELEMENTS]
+        if now.shape == saved.shape and torch.equal(now, saved):
+            self._stale_found.setdefault(step, set()).add(self._names[j])
+
+    @property
+    def probes_armed(self) -> bool:
+        """Whether a stale-gradient probe waits for the next backward pass reaching it."""
+        return bool(self._probe_armed)
+
+    def armed_ids(self) -> set[int]:
+        """The ids of the parameters whose probes are armed."""
+        return {id(self._params[j]) for j in self._probe_armed}
+
+    def probe_backward(self, reached: set[int]) -> None:
+        """With ``probe_at_backward``: a ``backward()`` call is about to run, reaching the
+        parameters whose ids are in ``reached``; their armed probes are checked now.
+
+        Example:
+            >>> watcher.probe_backward({id(p) for p in model.parameters()})
+        """
+        for j in list(self._probe_armed):
+            if id(self._params[j]) in reached:
+                self._check_probe(j)
+
+    def drop_probes(self) -> None:
+        """Disarm the probes no backward pass reached (they stay unchecked)."""
+        self._probe_armed.clear()
+        self._probe_saved.clear()
 
     def _interval(self, step: int) -> int:
         """Steps from this sample to the next: 1 up to :data:`DENSE_STEPS`, then
