@@ -541,7 +541,8 @@ def test_a_parameter_getting_its_first_gradient_late_is_no_clearing() -> None:
 
 
 def test_sampling_schedule_thins_out_on_long_loops() -> None:
-    # Every step to 10, every 10th to 250, then every 20th (to 750), every 40th...
+    # Every step to 10, every 10th to 150, then every 20th (to 310), every 40th (to 630),
+    # every 80th...: eight samples per doubling of the run.
     model = nn.Linear(2, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     w = TorchWatcher(model, opt)
@@ -551,7 +552,8 @@ def test_sampling_schedule_thins_out_on_long_loops() -> None:
         model(x).sum().backward()
         opt.step()
     w.finish()
-    assert w.evidence.steps == [*range(10), *range(10, 251, 10), *range(270, 751, 20), 790]
+    assert w.evidence.steps == [*range(10), *range(10, 151, 10), *range(170, 311, 20),
+                                *range(350, 631, 40), 710, 790]
     assert w.evidence.optimizer_steps == 800
 
 

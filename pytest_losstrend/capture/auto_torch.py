@@ -49,7 +49,7 @@ import functools
 import sys
 from collections.abc import Callable
 from types import FrameType
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -58,6 +58,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from pytest_losstrend.capture.recorder import LossTrendStop
 from pytest_losstrend.capture.torch_loss_graph import ReferenceProbe
+from pytest_losstrend.capture.torch_sampling import elements, nonzero, same_elements
 from pytest_losstrend.capture.torch_watch import TorchWatcher
 from pytest_losstrend.diagnosis.evidence import Evidence
 
@@ -350,10 +351,16 @@ class TorchCapture:
             wanted |= w.armed_ids()
         if not wanted:
             return
-        try:
-            reached = _reached_leaves(t, wanted)
-        except (RuntimeError, TypeError, ValueError):  # a graph we cannot read: unchecked
-            return
+        if len(self._optimizers) == 1:
+            # One optimizer clears all the probed gradients at once (its zero_grad), so the
+            # first backward after its step can check them all. With several, another model's
+            # backward may come before this model's zero_grad: only what it reaches is checked.
+            reached = wanted
+        else:
+            try:
+                reached = _reached_leaves(t, wanted)
+            except (RuntimeError, TypeError, ValueError):  # a graph we cannot read: unchecked
+                return
         for w in self._probed:
             w.probe_backward(reached)
 
@@ -459,8 +466,8 @@ class _ManualStaleProbe:
     def _save(self, t: torch.Tensor, watchers: Callable[[], list[Any]]) -> None:
         if self._leaves is None:
             self._leaves = _leaf_parameters(t, watchers())
-        # _elements reads detached values: no autograd context is needed.
-        self._saved = [_elements(p) for _, p in self._leaves]
+        # elements() reads detached values: no autograd context is needed.
+        self._saved = [elements(p, STALE_ELEMENTS) for _, p in self._leaves]
 
     def _check(self) -> None:
         saved, self._saved = self._saved, None
@@ -469,12 +476,12 @@ class _ManualStaleProbe:
         updated = False
         carried: list[str] = []
         for (name, p), before in zip(self._leaves, saved, strict=True):
-            now = _elements(p)
-            if before is None or now is None or _same(now, before):
+            now = elements(p, STALE_ELEMENTS)
+            if before is None or now is None or same_elements(now, before):
                 continue  # not updated since the last backward: accumulation, or frozen
             updated = True
             g = p.grad
-            if g is not None and _nonzero(g):
+            if g is not None and nonzero(g):
                 carried.append(name)
         if not updated:
             return
@@ -498,48 +505,6 @@ class _ManualStaleProbe:
         ev.manual_checks = self.checks
         ev.manual_stale = self.stale
         ev.manual_stale_grads = dict(self.stale_grads)
-
-
-#: dtypes read through numpy views on the CPU (a numpy call costs a fraction of a torch op's).
-_NUMPY_DTYPES = (torch.float32, torch.float64)
-
-
-def _numpy_view(t: torch.Tensor) -> np.ndarray[Any, Any] | None:
-    if t.device.type != "cpu" or t.dtype not in _NUMPY_DTYPES or t.is_sparse:
-        return None
-    return t.detach().numpy().reshape(-1)
-
-
-def _elements(p: torch.Tensor) -> np.ndarray[Any, Any] | torch.Tensor | None:
-    """Up to :data:`STALE_ELEMENTS` of ``p``'s values, spread evenly (a copy)."""
-    if p.is_sparse or p.numel() == 0:
-        return None
-    a = _numpy_view(p)
-    if a is not None:
-        sample = a[::max(1, a.size // STALE_ELEMENTS)][:STALE_ELEMENTS]
-        return cast("np.ndarray[Any, Any]", sample.copy())
-    flat = p.detach().reshape(-1)
-    stride = max(1, flat.numel() // STALE_ELEMENTS)
-    return flat[::stride][:STALE_ELEMENTS].clone()
-
-
-def _same(a: np.ndarray[Any, Any] | torch.Tensor | None,
-          b: np.ndarray[Any, Any] | torch.Tensor | None) -> bool:
-    """Whether two samples of :func:`_elements` are equal (a NaN never is)."""
-    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
-        return bool(np.array_equal(a, b))
-    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
-        return a.shape == b.shape and a.device == b.device and torch.equal(a, b)
-    return False
-
-
-def _nonzero(g: torch.Tensor) -> bool:
-    a = _numpy_view(g)
-    if a is not None:
-        return bool(a.any())
-    if g.is_sparse:
-        g = g.coalesce().values()
-    return bool(g.numel()) and bool(g.detach().any())
 
 
 def _leaf_parameters(t: torch.Tensor, watchers: list[Any]) -> list[tuple[str, torch.Tensor]]:

@@ -14,10 +14,59 @@ are internal to ``capture``, not API.
 from __future__ import annotations
 
 import math
+from typing import Any, cast
 
 import numpy as np
 import torch
 from torch import nn
+
+#: dtypes read through numpy views on the CPU (a numpy call costs a fraction of a torch op's).
+_NUMPY_DTYPES = (torch.float32, torch.float64)
+
+#: A few values of a tensor: a numpy copy on the CPU, a tensor elsewhere.
+Elements = np.ndarray[Any, Any] | torch.Tensor
+
+
+def numpy_view(t: torch.Tensor) -> np.ndarray[Any, Any] | None:
+    """A flat numpy view of ``t``'s values for a dense float32/float64 CPU tensor, else None."""
+    if t.device.type != "cpu" or t.dtype not in _NUMPY_DTYPES or t.is_sparse:
+        return None
+    return t.detach().numpy().reshape(-1)
+
+
+def elements(t: torch.Tensor, n: int) -> Elements | None:
+    """Up to ``n`` of ``t``'s values, spread evenly over it (a copy); None for a sparse or
+    empty tensor. Used to tell later whether ``t`` changed (:func:`same_elements`)."""
+    if t.is_sparse or t.numel() == 0:
+        return None
+    a = numpy_view(t)
+    if a is not None:
+        sample = a[::max(1, a.size // n)][:n]
+        return cast("np.ndarray[Any, Any]", sample.copy())
+    flat = t.detach().reshape(-1)
+    stride = max(1, flat.numel() // n)
+    return flat[::stride][:n].clone()
+
+
+def same_elements(a: Elements | None, b: Elements | None) -> bool:
+    """Whether two samples of :func:`elements` are equal (a NaN never is)."""
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        return bool(np.array_equal(a, b))
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return a.shape == b.shape and a.device == b.device and torch.equal(a, b)
+    return False
+
+
+def nonzero(t: torch.Tensor | Elements) -> bool:
+    """Whether any value of ``t`` (a tensor or a sample of :func:`elements`) is not zero."""
+    if isinstance(t, np.ndarray):
+        return bool(t.any())
+    a = numpy_view(t)
+    if a is not None:
+        return bool(a.any())
+    if t.is_sparse:
+        t = t.coalesce().values()
+    return bool(t.numel()) and bool(t.detach().any())
 
 
 def _update_ratio(delta: float, before: float, after: float) -> float:

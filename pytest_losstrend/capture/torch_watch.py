@@ -7,7 +7,10 @@ optimizer pre-step hook) and a counter in each ``zero_grad``. Sampled steps (eve
 first :data:`DENSE_STEPS`, then every :data:`SAMPLE_EVERY`-th, thinning out on long loops, see
 :data:`THIN_AFTER`) take the norms of the gradients and parameters and copy the parameters
 before the step; the same hook at the next step (or :meth:`TorchWatcher.finish`) takes the
-norm of the update, so no post-step hook runs on every step. For float parameters on the CPU
+norm of the update, so no post-step hook runs on every step. Stale-gradient probes are armed on
+the dense steps and every :data:`STALE_PROBE_EVERY`-th sample after them; under automatic
+capture they are checked at the capture's patched ``backward()`` rather than by parameter
+hooks (``probe_at_backward``). For float parameters on the CPU
 this goes through numpy views of the parameters' memory (a numpy call costs a fraction of a
 torch kernel launch, which dominates on the tiny models tests train); elsewhere through four
 foreach kernels whose results stay on the device until :meth:`TorchWatcher.finish` (or every
@@ -42,11 +45,15 @@ from torch.utils.hooks import RemovableHandle
 from pytest_losstrend.capture.sharpness import top_hessian_eigenvalue_torch
 from pytest_losstrend.capture.torch_activations import ActivationProbe
 from pytest_losstrend.capture.torch_sampling import (
+    Elements,
     _numpy_ready,
     _NumpySampler,
     _Sampler,
     _TorchSampler,
     _update_ratio,
+    elements,
+    nonzero,
+    same_elements,
 )
 from pytest_losstrend.capture.torch_signals import (
     LOSS_FROM_LOGITS,
@@ -63,13 +70,15 @@ from pytest_losstrend.diagnosis.evidence import Evidence
 DENSE_STEPS = 10
 #: ...then every this-many-th...
 SAMPLE_EVERY = 10
-#: ...and the interval doubles after every this many of those: steps 10-250 every 10th,
-#: then every 20th to step 750, every 40th to 1750, every 80th to 3750... A loop of a couple
-#: of hundred steps is sampled every 10th step throughout. On a tiny model, where a step
-#: costs tens of microseconds, each sample costs about as much as a step (the sample's own
-#: work, and the next few steps running slower on the caches it evicted), so sampling every
-#: 10th step of a long loop would cost about 10%.
-THIN_AFTER = 25
+#: ...and the interval doubles after this many of those (steps 10-160 every 10th: a loop of a
+#: hundred or two steps is sampled every 10th step throughout)...
+THIN_AFTER = 15
+#: ...and again after every this many more: every 20th step to step 320, every 40th to 640,
+#: every 80th to 1280, every 160th to 2560... eight samples per doubling of the run, 53 in
+#: 2000 steps. On a tiny model, where a step costs tens of microseconds, a sample costs about
+#: as much as a step (its own work, and the next steps running slower on the caches it
+#: evicted), so sampling every 10th step of a long loop would cost about 10%.
+THIN_LATER = 8
 #: Rows of the first input batch kept for input statistics and the dead-unit pass.
 INPUT_ROWS = 512
 #: Loss-module calls whose argument shapes are checked before the global hook is removed
@@ -95,6 +104,10 @@ ACTIVATION_EVERY = 4
 STALE_PROBES = 3
 #: ...and elements of each gradient compared (spread evenly over the tensor).
 STALE_ELEMENTS = 8
+#: After the dense steps, the probes are armed at every this-many-th sample: a probed step
+#: costs about two more plain steps on a tiny model (its checks run at the next backward, off
+#: the capture's fast path), and gradients that are never cleared show at every probed step.
+STALE_PROBE_EVERY = 2
 
 
 #: Attribute marking, on a gradient tensor, that a watcher saw it at the last dense step.
@@ -264,7 +277,8 @@ class TorchWatcher:
                 self._loss_handle = None
             if i < DENSE_STEPS:
                 self._see_manual_clearing(i)
-            self._arm_stale_probes(i)
+            if i < DENSE_STEPS or self._sparse % STALE_PROBE_EVERY == 0:
+                self._arm_stale_probes(i)
             if i < DENSE_STEPS or self._sparse % ACTIVATION_EVERY == 0:
                 self._acts.arm()
             self._sample_before(opt, i)
@@ -314,7 +328,7 @@ class TorchWatcher:
         n = len(self._params)
         picks = sorted({0, n // 2, n - 1}) if n else []
         self._probes = picks[:STALE_PROBES]
-        self._probe_saved: dict[int, torch.Tensor] = {}
+        self._probe_saved: dict[int, Elements] = {}
         self._probe_armed: dict[int, int] = {}  # probe -> step it was armed at
         self._stale_checked: dict[int, set[str]] = {}  # step -> probed parameters
         self._stale_found: dict[int, set[str]] = {}
@@ -329,13 +343,8 @@ class TorchWatcher:
     def _arm_stale_probes(self, step: int) -> None:
         for j in self._probes:
             g = self._params[j].grad
-            if g is None or g.is_sparse or g.numel() == 0:
-                self._probe_armed.pop(j, None)
-                continue
-            flat = g.detach().reshape(-1)
-            stride = max(1, flat.numel() // STALE_ELEMENTS)
-            sample = flat[::stride][:STALE_ELEMENTS].clone()
-            if not bool(sample.any()):
+            sample = None if g is None else elements(g, STALE_ELEMENTS)
+            if sample is None or not nonzero(sample):
                 # Zeros say nothing: a cleared gradient reads the same.
                 self._probe_armed.pop(j, None)
                 continue
@@ -359,12 +368,7 @@ class TorchWatcher:
         saved = self._probe_saved.pop(j)
         g = self._params[j].grad
         self._stale_checked.setdefault(step, set()).add(self._names[j])
-        if g is None or g.numel() == 0:
-            return
-        flat = g.detach().reshape(-1)
-        stride = max(1, flat.numel() // STALE_ELEMENTS)
-        now = flat[::stride][:STALE_ELEMENTS]
-        if now.shape == saved.shape and torch.equal(now, saved):
+        if g is not None and same_elements(elements(g, STALE_ELEMENTS), saved):
             self._stale_found.setdefault(step, set()).add(self._names[j])
 
     @property
@@ -394,11 +398,14 @@ class TorchWatcher:
 
     def _interval(self, step: int) -> int:
         """Steps from this sample to the next: 1 up to :data:`DENSE_STEPS`, then
-        :data:`SAMPLE_EVERY`, doubled after every :data:`THIN_AFTER` samples."""
+        :data:`SAMPLE_EVERY`, doubled after :data:`THIN_AFTER` samples and after every
+        :data:`THIN_LATER` more."""
         if step < DENSE_STEPS:
             return 1
         self._sparse += 1
-        return int(SAMPLE_EVERY << (self._sparse // THIN_AFTER))
+        k = self._sparse
+        doublings = 0 if k < THIN_AFTER else 1 + (k - THIN_AFTER) // THIN_LATER
+        return int(SAMPLE_EVERY << doublings)
 
     def _sample_before(self, opt: torch.optim.Optimizer, step: int) -> None:
         if not self._params:
