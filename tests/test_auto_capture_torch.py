@@ -331,6 +331,7 @@ def test_captured_watch_probes_without_tensor_hooks(clear: str) -> None:
 
     from pytest_losstrend.capture.auto_torch import TorchCapture
     from pytest_losstrend.capture.recorder import Recorder
+    from pytest_losstrend.diagnosis.invariants import check_invariants
 
     x, y = _diabetes_tensors()
     torch.manual_seed(0)
@@ -355,11 +356,20 @@ def test_captured_watch_probes_without_tensor_hooks(clear: str) -> None:
     assert len(rec.losses()) == 120
     ev = rec.evidence
     assert ev is not None and ev.grad_checks is not None and ev.grad_checks >= 10
+    # zero_grad is wrapped only while a probe is armed, and given back as it was.
+    assert ev.zero_grad_calls is None
+    assert "zero_grad" not in vars(model)
+    assert (vars(opt).get("zero_grad") is not None) == (clear == "noop")
     if clear == "noop":
-        assert len(ev.stale_steps) == ev.grad_checks
+        assert len(ev.stale_steps) == ev.grad_checks == ev.stale_after_zero_grad
         assert ev.stale_params and not any(n.startswith("unused") for n in ev.stale_params)
+        broken = check_invariants(ev, rec.losses()).failing[0]
+        assert broken.name == "stale_gradients"
+        assert broken.evidence.endswith(
+            "zero_grad() never cleared them (zero_grad was called after each of them, but "
+            f"left them in place); parameters {', '.join(ev.stale_params)}"), broken.evidence
     else:
-        assert ev.stale_steps == [] and fast_at_end
+        assert ev.stale_steps == [] and ev.stale_after_zero_grad == 0 and fast_at_end
 
 
 def test_captured_divergence_stops_within_a_record_batch() -> None:
@@ -395,3 +405,56 @@ def test_captured_divergence_stops_within_a_record_batch() -> None:
     first_bad = next(i for i, v in enumerate(seen) if not v < 1e6)
     assert steps - first_bad <= RECORD_EVERY
     assert steps < 500
+
+
+def test_captured_watcher_parks_between_samples_and_keeps_its_schedule() -> None:
+    """Under automatic capture the watcher's step hook runs on sampled steps only (parked in
+    between), yet its samples and step count are those of a watcher hooked on every step; a
+    second optimizer that starts stepping mid-run unparks it with the count intact."""
+    import torch
+
+    from pytest_losstrend.capture import torch_watch
+    from pytest_losstrend.capture.auto_torch import TorchCapture
+    from pytest_losstrend.capture.recorder import Recorder
+
+    x, y = _diabetes_tensors()
+    schedule = [*range(10), *range(10, 151, 10), *range(170, 300, 20)]
+    calls = 0
+    original = torch_watch.TorchWatcher._pre_step
+
+    def counted(self: Any, *args: Any) -> None:
+        nonlocal calls
+        calls += 1
+        original(self, *args)
+
+    for second_from in (None, 155):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(10, 1)
+        other = torch.nn.Linear(10, 1)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        opt_other = torch.optim.SGD(other.parameters(), lr=0.01)
+        rec = Recorder()
+        calls = 0
+        torch_watch.TorchWatcher._pre_step = counted  # type: ignore[method-assign]
+        undo = TorchCapture(rec).install()
+        try:
+            for step in range(300):
+                opt.zero_grad()
+                torch.nn.functional.mse_loss(model(x[:64]), y[:64]).backward()
+                opt.step()
+                if second_from is not None and step >= second_from:
+                    opt_other.zero_grad()
+                    torch.nn.functional.mse_loss(other(x[:64]), y[:64]).backward()
+                    opt_other.step()
+        finally:
+            undo()
+            torch_watch.TorchWatcher._pre_step = original  # type: ignore[method-assign]
+            rec.finish_watching()
+        ev = rec.watchers[0].evidence
+        assert ev.optimizer_steps == 300
+        assert ev.steps == schedule
+        assert len(rec.losses()) == 300 + (0 if second_from is None else 300 - second_from)
+        if second_from is None:
+            assert calls == len(schedule)  # parked on every step it does not sample
+        else:
+            assert calls > len(schedule)

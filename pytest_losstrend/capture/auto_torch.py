@@ -131,7 +131,13 @@ class TorchCapture:
         # hook costs a Python call in every backward pass, even once the hook is removed).
         self._probed: list[TorchWatcher] = []
         self._probing = False
-        self._armed_now = False
+        # a watcher sampled the step now running: end_of_step() at its end
+        self._sampled_now = False
+        # A watcher parked (its step hook removed) until this many more optimizer steps have
+        # ended; only with one watcher and one optimizer (see _end_samples).
+        self._parked: TorchWatcher | None = None
+        self._park_steps = 0
+        self._wake_in = 0
 
     # -- install / undo ---------------------------------------------------------------------
 
@@ -216,6 +222,7 @@ class TorchCapture:
                     scaler_cls.scale = orig_scale
             finally:
                 post.remove()
+                self._unpark()
                 self._unsee()
                 self._scaled.clear()
                 self._holders = []
@@ -286,6 +293,10 @@ class TorchCapture:
         self._pending = []
         if not self._fast or opt is not self._last_opt:
             self._post_step_slow(opt)
+        elif self._wake_in:
+            self._wake_in -= 1
+            if not self._wake_in:
+                self._unpark()
         if pending:
             done = self._done
             done.append(pending[0] if len(pending) == 1 else _mean(pending))
@@ -295,10 +306,19 @@ class TorchCapture:
     def _post_step_slow(self, opt: torch.optim.Optimizer) -> None:
         self._stepped = True
         self._manual = False
+        if self._wake_in:
+            if opt is not self._last_opt:
+                self._unpark()  # another optimizer steps: parking is for one alone
+            else:
+                self._wake_in -= 1
+                if not self._wake_in:
+                    self._unpark()
         self._last_opt = opt
-        if self._armed_now:
-            self._armed_now = False
-        elif self._probing:
+        sampled = self._sampled_now
+        if sampled:
+            self._sampled_now = False
+            self._end_samples()
+        if not sampled and self._probing:
             # A probe no backward reached since its step (an unused parameter) would keep
             # every later backward on the slow path: dropped, as if unchecked.
             for w in self._probed:
@@ -339,11 +359,29 @@ class TorchCapture:
 
     # -- the watch ----------------------------------------------------------------------------
 
-    def _armed(self) -> None:
-        """A watcher armed its probes at an optimizer step's pre-hook: check at the next
-        backward (see :meth:`TorchWatcher.probe_backward`)."""
+    def _sampled(self) -> None:
+        """A watcher sampled the step now running (its pre-hook): off the fast path, so that
+        the step's end calls :meth:`_end_samples` and the next backward checks the probes."""
         self._fast = False
-        self._probing = self._armed_now = True
+        self._sampled_now = True
+
+    def _end_samples(self) -> None:
+        """Each watcher takes its sampled step's update; the only watcher of the only
+        optimizer is parked until its next sample."""
+        idle = [w.end_of_step() for w in self._probed]
+        if (len(idle) == 1 and idle[0] and len(self._optimizers) == 1 and not self._wake_in
+                and self._probed[0].optimizer is self._last_opt):
+            w = self._probed[0]
+            w.park()
+            self._parked = w
+            self._park_steps = self._wake_in = idle[0]
+
+    def _unpark(self) -> None:
+        w, self._parked = self._parked, None
+        left, self._wake_in = self._wake_in, 0
+        if w is not None:
+            # The steps it missed: all of them when due, fewer when woken early.
+            w.unpark(self._park_steps - left)
 
     def _probe(self, t: torch.Tensor) -> None:
         wanted: set[int] = set()
@@ -371,7 +409,7 @@ class TorchCapture:
             w = TorchWatcher(model, opt, probe_at_backward=True)
         except Exception:
             return
-        w.on_armed = self._armed
+        w.on_sampled = self._sampled
         self._probed.append(w)
         self.recorder.add_watcher(w)
 

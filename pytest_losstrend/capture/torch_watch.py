@@ -108,6 +108,10 @@ STALE_ELEMENTS = 8
 #: costs about two more plain steps on a tiny model (its checks run at the next backward, off
 #: the capture's fast path), and gradients that are never cleared show at every probed step.
 STALE_PROBE_EVERY = 2
+#: A watcher whose driver can park it (automatic capture) goes without its step hook when the
+#: next sample is at least this many steps away: a Python hook call on every step costs about
+#: 1% of a tiny step.
+PARK_MIN = 2
 
 
 #: Attribute marking, on a gradient tensor, that a watcher saw it at the last dense step.
@@ -128,9 +132,12 @@ class TorchWatcher:
         loss_fn: ``loss_fn(prediction, target)``; with ``batch``, lets :meth:`sharpness`
             measure the top Hessian eigenvalue.
         batch: a fixed ``(x, y)`` to measure the sharpness on.
-        probe_at_backward: the stale-gradient probes get no tensor hooks; whoever sees each
-            ``backward()`` call (automatic capture) calls :meth:`probe_backward` before the
-            backward pass runs, and :attr:`on_armed` tells it when probes are armed.
+        probe_at_backward: driven by whoever sees each ``backward()`` call and each
+            optimizer step's end (automatic capture): the stale-gradient probes get no tensor
+            hooks (it calls :meth:`probe_backward` before each backward pass while
+            :attr:`probes_armed`), ``zero_grad`` is wrapped only while a probe is armed, and
+            after a sampled step (:attr:`on_sampled`) it calls :meth:`end_of_step`, which
+            takes the update and says how long the step hook can be parked.
     """
 
     def __init__(
@@ -144,8 +151,10 @@ class TorchWatcher:
     ) -> None:
         self.model = model
         self._probe_at_backward = probe_at_backward
-        #: Called when stale-gradient probes are armed (with ``probe_at_backward``).
-        self.on_armed: Callable[[], None] | None = None
+        #: With ``probe_at_backward``: called at a sampled step's pre-hook, so that the
+        #: driver calls :meth:`end_of_step` once the step has ended.
+        self.on_sampled: Callable[[], None] | None = None
+        self._step_handle: RemovableHandle | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.loss_fn = loss_fn
         self.batch = batch
@@ -203,7 +212,10 @@ class TorchWatcher:
         self._acts = ActivationProbe(model)
         self._acts.arm()
 
-        self._wrap_zero_grad(model)
+        if not probe_at_backward:
+            # Under automatic capture zero_grad is wrapped only while a probe is armed: a
+            # wrapper called on every step costs about 1% of a tiny step.
+            self._wrap_zero_grad(model)
         if optimizer is not None:
             self._attach(optimizer)
         elif self._params:
@@ -233,8 +245,9 @@ class TorchWatcher:
         self._update_not_in_optimizer()
         # One pre-step hook does everything: a sampled step's update is read at the next
         # step's pre-hook (or in finish), so no post-step hook costs a call on every step.
-        self._handles.append(opt.register_step_pre_hook(self._pre_step))
-        self._wrap_zero_grad(opt)
+        self._step_handle = opt.register_step_pre_hook(self._pre_step)
+        if not self._probe_at_backward:
+            self._wrap_zero_grad(opt)
 
     def _adopt(self, opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         # The global hook runs for every optimizer: adopt the first that holds our parameters.
@@ -275,13 +288,47 @@ class TorchWatcher:
             if i >= LOSS_CHECK_STEPS and self._loss_handle is not None:
                 self._loss_handle.remove()
                 self._loss_handle = None
-            if i < DENSE_STEPS:
+            if i < DENSE_STEPS and not self._probe_at_backward:
                 self._see_manual_clearing(i)
             if i < DENSE_STEPS or self._sparse % STALE_PROBE_EVERY == 0:
                 self._arm_stale_probes(i)
             if i < DENSE_STEPS or self._sparse % ACTIVATION_EVERY == 0:
                 self._acts.arm()
             self._sample_before(opt, i)
+            if self.on_sampled is not None:
+                self.on_sampled()
+
+    def end_of_step(self) -> int:
+        """With ``probe_at_backward``, after a sampled step has ended: take its update now
+        (not at the next step's pre-hook) and return how many optimizer steps the step hook
+        could be parked for (:meth:`park`; 0: none, a sample is due sooner).
+
+        Example:
+            >>> idle = watcher.end_of_step()   # from an optimizer post-step hook
+        """
+        if self._open:
+            self._close()
+        idle = self._next_sample - self._step
+        return idle if idle >= PARK_MIN else 0
+
+    def park(self) -> None:
+        """Remove the step hook until :meth:`unpark` (not from inside torch's own iteration
+        over the step hooks: from an optimizer post-step hook, say)."""
+        if self._step_handle is not None:
+            self._step_handle.remove()
+            self._step_handle = None
+
+    def unpark(self, steps: int) -> None:
+        """Put the step hook back, ``steps`` optimizer steps after :meth:`park`.
+
+        Example:
+            >>> watcher.park(); train_steps(9); watcher.unpark(9)
+        """
+        if self._step_handle is not None or self.optimizer is None or self._finished:
+            return
+        self._step += steps
+        self.evidence.optimizer_steps = self._step
+        self._step_handle = self.optimizer.register_step_pre_hook(self._pre_step)
 
     def _see_manual_clearing(self, step: int) -> None:
         """Count gradients cleared by hand (``p.grad = None``) as ``zero_grad`` calls.
@@ -332,6 +379,9 @@ class TorchWatcher:
         self._probe_armed: dict[int, int] = {}  # probe -> step it was armed at
         self._stale_checked: dict[int, set[str]] = {}  # step -> probed parameters
         self._stale_found: dict[int, set[str]] = {}
+        # steps whose gradients were carried over although zero_grad ran before the check
+        self._stale_after_zero_grad: set[int] = set()
+        self._zero_grad_at_arm = 0
         self.evidence.grad_checks = 0
         if self._probe_at_backward:
             return
@@ -350,8 +400,13 @@ class TorchWatcher:
                 continue
             self._probe_saved[j] = sample
             self._probe_armed[j] = step
-        if self._probe_armed and self.on_armed is not None:
-            self.on_armed()
+        if not self._probe_armed:
+            return
+        self._zero_grad_at_arm = self.evidence.zero_grad_calls or 0
+        if self._probe_at_backward and not self._wrapped:
+            self._wrap_zero_grad(self.model)
+            if self.optimizer is not None:
+                self._wrap_zero_grad(self.optimizer)
 
     def _probe_hook(self, j: int) -> Callable[[torch.Tensor], None]:
         def hook(_grad: torch.Tensor) -> None:
@@ -370,6 +425,10 @@ class TorchWatcher:
         self._stale_checked.setdefault(step, set()).add(self._names[j])
         if g is not None and same_elements(elements(g, STALE_ELEMENTS), saved):
             self._stale_found.setdefault(step, set()).add(self._names[j])
+            if (self.evidence.zero_grad_calls or 0) > self._zero_grad_at_arm:
+                self._stale_after_zero_grad.add(step)
+        if self._probe_at_backward and not self._probe_armed:
+            self._unwrap_zero_grad()
 
     @property
     def probes_armed(self) -> bool:
@@ -395,6 +454,8 @@ class TorchWatcher:
         """Disarm the probes no backward pass reached (they stay unchecked)."""
         self._probe_armed.clear()
         self._probe_saved.clear()
+        if self._probe_at_backward:
+            self._unwrap_zero_grad()
 
     def _interval(self, step: int) -> int:
         """Steps from this sample to the next: 1 up to :data:`DENSE_STEPS`, then
@@ -525,11 +586,12 @@ class TorchWatcher:
             return
         self._finished = True
         self._counting = False
-        for h in (*self._handles, *self._input_handles, self._loss_handle, self._adopt_handle):
+        for h in (*self._handles, *self._input_handles, self._loss_handle, self._adopt_handle,
+                  self._step_handle):
             if h is not None:
                 h.remove()
         self._handles, self._input_handles = [], []
-        self._loss_handle = self._adopt_handle = None
+        self._loss_handle = self._adopt_handle = self._step_handle = None
         self._acts.close()
         self._unwrap_zero_grad()
         self._flush()
@@ -544,6 +606,9 @@ class TorchWatcher:
         ev.stale_steps = sorted(step for step, names in found.items() if names)
         ev.stale_params = [n for n in self._names
                            if any(n in names for names in found.values())]
+        ev.stale_after_zero_grad = len(self._stale_after_zero_grad & set(ev.stale_steps))
+        if self._probe_at_backward:
+            ev.zero_grad_calls = None  # counted only around the probes, not over the run
         self._probe_saved, self._probe_armed = {}, {}
         with torch.no_grad():
             ev.unchanged = [

@@ -28,7 +28,8 @@ class Evidence:
             step at each sample (of the epoch, in Keras), so a zero-initialised bias reads 1.
         zero_grad_calls: how often gradients were cleared (torch: ``optimizer.zero_grad``,
             ``model.zero_grad``, or by hand, ``p.grad = None``, seen on the first steps);
-            ``None`` where the framework clears them itself (Keras).
+            ``None`` where the framework clears them itself (Keras) or where the calls were
+            not counted over the run (automatic capture: see ``stale_after_zero_grad``).
         optimizer_steps: how many optimizer steps were attempted (one that raised included).
         not_in_optimizer: trainable parameters that no optimizer parameter group holds.
         frozen: parameters that cannot learn (``requires_grad=False``, ``trainable=False``).
@@ -64,6 +65,9 @@ class Evidence:
         stale_steps: of those, the steps whose gradients the next backward pass found still
             there, unchanged: carried over into the next step.
         stale_params: the sampled parameters whose gradients were carried over.
+        stale_after_zero_grad: of ``stale_steps``, those after which ``zero_grad`` was called
+            before the next backward pass, and cleared nothing (a ``zero_grad`` that does
+            nothing).
         manual_backward: backward passes of a loop where no optimizer ever stepped (a manual
             SGD loop, ``p -= lr * p.grad``), as automatic capture saw them; 0 otherwise.
         manual_checks: of those, the sampled backward passes that followed an update of the
@@ -102,6 +106,7 @@ class Evidence:
     grad_checks: int | None = None
     stale_steps: list[int] = field(default_factory=list)
     stale_params: list[str] = field(default_factory=list)
+    stale_after_zero_grad: int = 0
     manual_backward: int = 0
     manual_checks: int = 0
     manual_stale: int = 0

@@ -185,6 +185,10 @@ def _stale(ev: Evidence) -> InvariantResult | str:
     calls = ev.zero_grad_calls
     if calls:
         why += f" (zero_grad was called {calls} times, but left them in place)"
+    elif ev.stale_after_zero_grad:
+        k = ev.stale_after_zero_grad
+        why += (" (zero_grad was called after " + ("each of them" if k == n else f"{k} of them")
+                + ", but left them in place)")
     return InvariantResult(
         "stale_gradients", False,
         f"{steps}, gradients carried over at {n} of the {ev.grad_checks} checked: {why}"
