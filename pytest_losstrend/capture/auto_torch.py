@@ -163,10 +163,11 @@ class TorchCapture:
                 return orig_tensor_backward(self, gradient, retain_graph, create_graph, inputs)
             if cap.active and task_id() < 0:
                 if cap._fast and self.is_cpu:
-                    # The steady state, inlined: one read, no copy of the graph (detached, so
-                    # torch does not warn about reading a tensor that requires grad).
+                    # The steady state, inlined: one read, no copy of the graph. ``.data``
+                    # (no autograd, so torch does not warn about reading a tensor that
+                    # requires grad) is one dispatcher call cheaper than ``detach()``.
                     try:  # noqa: SIM105 (a with-statement costs more on this path)
-                        cap._pending.append(self.detach().item())
+                        cap._pending.append(self.data.item())
                     except RuntimeError:  # not one element: a gradient given, not a loss
                         pass
                 else:
@@ -243,7 +244,7 @@ class TorchCapture:
         """One backward on ``t``: keep its value (unscaled) until the optimizer steps."""
         if self._fast and t.is_cpu:
             try:  # noqa: SIM105 (a with-statement costs more on this path)
-                self._pending.append(t.detach().item())
+                self._pending.append(t.data.item())
             except RuntimeError:  # not one element: a gradient given, not a loss
                 pass
             return
