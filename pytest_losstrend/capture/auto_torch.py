@@ -265,6 +265,7 @@ class TorchCapture:
             self._watch_models()
         if self._probing:
             self._probe(src)
+            self._probing = any(w.probes_armed for w in self._probed)
         if not self._stepped:
             self._stale.see(src, self._all_watchers)
         # A CPU value is read at once; an accelerator's stays on its device, detached, until
@@ -285,7 +286,6 @@ class TorchCapture:
             self._record(x)
 
     def _update_fast(self) -> None:
-        self._probing = any(w.probes_armed for w in self._probed)
         self._fast = bool(self._stepped and not self._scaled and not self._ref.left
                           and self._watched and not self._probing)
 
@@ -330,6 +330,7 @@ class TorchCapture:
             self._optimizers.add(id(opt))
             if not self._watched_off:
                 self._watch_optimizer(opt)
+        self._probing = any(w.probes_armed for w in self._probed)
         self._update_fast()
 
     def _record_done(self) -> None:
