@@ -280,6 +280,32 @@ def test_fail_fast_stops_on_any_non_finite_value(bad: Any) -> None:
         lt.record(bad)
 
 
+@pytest.mark.parametrize("tail", [[0.7, 0.6], [0.7, math.nan, 0.5], [0.7, 3e4, 0.5],
+                                  [0.7, -math.inf]], ids=["plain", "nan", "bound", "-inf"])
+def test_record_floats_is_record_of_each(tail: list[float]) -> None:
+    """The batch path automatic capture uses: the same series, and the same stop at the same
+    step, as one ``record`` per value."""
+    from pytest_losstrend.capture.recorder import Recorder
+
+    outcomes = []
+    for batch in (True, False):
+        rec = Recorder(fail_fast=True)
+        rec.record_floats([2.0, 1.5, 1.0])  # arms the divergence bound from the first value
+        stop = None
+        try:
+            if batch:
+                rec.record_floats(tail)
+            else:
+                for v in tail:
+                    rec.record(v)
+        except LossTrendStop as exc:
+            stop = (exc.verdict.kind, exc.verdict.failed_at)
+        outcomes.append((rec.losses(), stop))
+    assert outcomes[0] == outcomes[1] or (
+        str(outcomes[0]) == str(outcomes[1]))  # NaN != NaN: compared as text
+    assert (outcomes[0][1] is None) == (tail == [0.7, 0.6])
+
+
 def test_fail_fast_stops_on_a_diverging_vector() -> None:
     lt = LossTrend(fail_fast=True)
     with pytest.raises(LossTrendStop) as info:

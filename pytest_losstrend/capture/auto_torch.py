@@ -106,8 +106,10 @@ class TorchCapture:
         # the values of the backward calls since the last optimizer step (no lock: a
         # backward in another thread racing an optimizer step joins the step before or after)
         self._pending: list[Any] = []
-        # the steps' losses not yet handed to the recorder (see RECORD_EVERY)
+        # the steps' losses not yet handed to the recorder (see RECORD_EVERY); all Python
+        # floats until an accelerator's loss is seen
         self._done: list[Any] = []
+        self._floats = True
         # False until the steady state: no optimizer step yet, a scaled loss waiting, the
         # reference or the models still to find, a watcher's gradient probe armed (see
         # _update_fast)
@@ -273,6 +275,8 @@ class TorchCapture:
         v: Any = src.detach().reshape(())
         if v.is_cpu:
             v = v.item()
+        else:
+            self._floats = False
         self._update_fast()
         if self._manual:
             self._record(v)
@@ -335,19 +339,32 @@ class TorchCapture:
 
     def _record_done(self) -> None:
         done, self._done = self._done, []
-        for v in done:
-            self._record(v)
+        if not self._floats:
+            for v in done:
+                self._record(v)
+            return
+        try:
+            self.recorder.record_floats(done)
+        except LossTrendStop:
+            if not self._owner_decides():
+                raise
 
     def _record(self, v: Any) -> None:
         try:
             self.recorder.record(v)
         except LossTrendStop:
-            owner = self.owner
-            if owner is not None and owner.series_names:
-                # The test records itself: its own series decide, not the captured one.
-                self.recorder.fail_fast = False
-                return
-            raise
+            if not self._owner_decides():
+                raise
+
+    def _owner_decides(self) -> bool:
+        """After a recorded loss stopped the run (fail-fast): True, and no more stops, when
+        the test records itself (its own series decide, not the captured one); False when
+        the stop goes on to the test."""
+        owner = self.owner
+        if owner is not None and owner.series_names:
+            self.recorder.fail_fast = False
+            return True
+        return False
 
     def _flush_at_end(self) -> None:
         # A stop now would only repeat what the verdict says; it must not escape the undo.

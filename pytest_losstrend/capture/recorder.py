@@ -200,6 +200,24 @@ class Recorder:
         elif s.arming:
             s.arm(v)
 
+    def record_floats(self, values: list[float], *, series: str = "train") -> None:
+        """:meth:`record` each of ``values``, plain Python floats, in order: one call for the
+        lot while none is non-finite or past the divergence bound (automatic capture hands its
+        losses over this way, a batch at a time).
+
+        Example:
+            >>> recorder.record_floats([2.31, 2.29, 2.30])
+        """
+        s = self._series.get(series)
+        if s is not None and values and not s.pending and not s.arming:
+            total = sum(values)
+            # ``total - total`` is NaN, hence truthy, when a value is NaN or infinite.
+            if not (max(values) > s.bound or total - total):
+                s.values.extend(values)
+                return
+        for v in values:
+            self.record(v, series=series)
+
     def _record_other(self, s: _Series, value: Any, out: Any) -> None:
         from pytest_losstrend.capture.convert import DEFER, HISTORY
 
