@@ -160,6 +160,41 @@ def test_a_blow_up_outranks_frozen_parameters() -> None:
     assert dead.confidence < ranked[0].confidence and "after the loss blew up" in dead.evidence
 
 
+def test_partly_dead_units_rank_below_an_end_at_the_reference() -> None:
+    """Labels shuffled against the inputs (the adoption benchmark's Lightning run): the loss
+    ends at the reference and 75% of a ReLU layer is dead. The live quarter still passes
+    signal, so the dead units are not why the model learned nothing: ``chance_level`` first,
+    ``dead_units`` after it, saying so."""
+    run = _judge(_at_reference(), reference=LN10)
+    assert run.verdict.kind == "chance_level"
+    ev = Evidence(framework="torch", optimizer="SGD", lr=[0.1], dead_fraction={"1": 0.75},
+                  update_ratio={"0.weight": [1e-3] * 5})
+    ranked = run.ranked(ev)
+    assert _causes(ranked)[:2] == ["chance_level", "dead_units"]
+    assert "still pass signal" in ranked[1].evidence
+
+
+@pytest.mark.parametrize("fraction", [0.9, 1.0])
+def test_a_layer_dead_enough_to_stop_the_signal_outranks_chance_level(fraction: float) -> None:
+    run = _judge(_at_reference(), reference=LN10)
+    ev = Evidence(framework="torch", optimizer="SGD", lr=[0.1],
+                  dead_fraction={"1": fraction}, update_ratio={"0.weight": [1e-3] * 5})
+    ranked = run.ranked(ev)
+    assert _causes(ranked)[:2] == ["dead_units", "chance_level"]
+    assert ranked[0].confidence == pytest.approx(0.92)
+
+
+def test_partly_dead_units_lead_a_stall_above_the_reference() -> None:
+    """Only an end *at* the reference says the model learned nothing: on a stall well below
+    it (something was learned, then the run stopped improving) a 75% dead layer keeps its
+    rank."""
+    run = _judge(1.0 + _noise(60, 0.01), reference=LN10)
+    assert run.verdict.kind == "stall", run.verdict.reason
+    ev = Evidence(framework="torch", optimizer="SGD", lr=[0.1], dead_fraction={"1": 0.75})
+    dead = _by_cause(run.ranked(ev), "dead_units")
+    assert dead.confidence == pytest.approx(0.92)
+
+
 def test_a_loss_that_never_moves_at_the_reference_is_no_learning() -> None:
     run = _judge(_never_moves(), reference=LN10)
     assert run.verdict.kind == "chance_level"
