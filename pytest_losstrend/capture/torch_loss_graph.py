@@ -132,7 +132,8 @@ def unit_factors_peeled(node: Any) -> Any:
 
     Lightning's automatic optimization divides every loss by ``accumulate_grad_batches``, 1 by
     default, before its backward; the Hugging Face ``Trainer`` multiplies it by the number of
-    processes and divides it by the accumulation steps (1 and 1 on one device): unchanged
+    processes and accelerate divides it by its own accumulation steps (1 and 1 on one device,
+    the ``Trainer``'s accumulation going into ``num_items_in_batch`` instead): unchanged
     values, so their loss keeps its reference level. Any other factor scales the loss, and the
     node is kept (no reference)."""
     for _ in range(8):  # a bounded walk: a chain of unit factors is short
