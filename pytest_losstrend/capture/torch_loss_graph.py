@@ -10,11 +10,11 @@ class weight, no ``pos_weight``) of the same kind and settings, their targets gi
 (:func:`~pytest_losstrend.capture.references.reference_for`). A sum-reduced loss divided by the
 count of its targets (the ones not equal to ``ignore_index`` for cross-entropy, every element
 for the others) is that mean too: the Hugging Face causal-LM loss with the ``Trainer``'s
-``num_items_in_batch``. Multiplications and divisions by exactly 1 (Lightning's and the
-``Trainer``'s accumulation and device factors at their defaults) are looked through. A sum of
-losses, a scaled loss (``loss / k``, k other than 1; a sum divided by anything but its count),
-label smoothing, a target that requires a gradient (arguments swapped) or anything else gives
-none: never a wrong level.
+``num_items_in_batch``. Multiplications and divisions by exactly 1 (Lightning's accumulation
+factor, the ``Trainer``'s process count and accelerate's accumulation factor, at their defaults)
+are looked through. A sum of losses, a scaled loss (``loss / k``, k other than 1; a sum divided
+by anything but its count), label smoothing, a target that requires a gradient (arguments
+swapped) or anything else gives none: never a wrong level.
 """
 
 from __future__ import annotations
