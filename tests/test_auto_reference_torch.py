@@ -234,3 +234,166 @@ def test_different_losses_in_the_first_steps_give_no_level() -> None:
         -sum(p * math.log(p) for p in (torch.bincount(y) / 32).tolist() if p), abs=1e-6)
     assert rec.reference_source("train", rec.references["train"]) == (
         "the 96 targets of the first 3 cross_entropy losses captured")
+
+
+# -- a sum divided by its count: the mean, written out (the Hugging Face causal-LM loss) -------
+
+HF_TRAINER = '''
+import os
+import warnings
+
+import pytest
+import torch
+import transformers
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+VOCAB, LENGTH = 32, 12
+
+
+class Unrelated(torch.utils.data.Dataset):
+    """Token sequences whose labels are other, random sequences: nothing to learn."""
+
+    def __init__(self, n=64):
+        g = torch.Generator().manual_seed(0)
+        self.ids = torch.randint(0, VOCAB, (n, LENGTH), generator=g)
+        self.labels = torch.randint(0, VOCAB, (n, LENGTH), generator=g)
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.ids[i], "labels": self.labels[i]}
+
+
+def train(accumulation):
+    torch.manual_seed(0)
+    # A *ForCausalLM class: the Trainer counts the shifted labels, so num_items_in_batch is
+    # exactly the number of targets the summed cross-entropy adds up.
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=2, vocab_size=VOCAB, max_position_embeddings=LENGTH))
+    args = transformers.TrainingArguments(
+        output_dir="out", max_steps=10, learning_rate=5e-3, per_device_train_batch_size=8,
+        gradient_accumulation_steps=accumulation, logging_steps=1, report_to=[],
+        use_cpu=True, save_strategy="no", disable_tqdm=True, seed=0,
+        lr_scheduler_type="constant", warmup_steps=0)
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=Unrelated())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.train()
+
+
+@pytest.mark.loss_decreases
+def test_trainer():
+    train(1)
+
+
+@pytest.mark.loss_decreases
+def test_trainer_accumulating():
+    train(2)
+'''
+
+
+def _hf_logits() -> tuple[torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    logits = torch.randn(4, 6, 7, requires_grad=True)
+    labels = torch.randint(0, 7, (4, 6))
+    labels[0, :2] = -100  # padding, left out of the loss and of its count
+    return logits, labels
+
+
+def test_hf_causal_lm_loss_over_its_count_is_the_mean() -> None:
+    """Transformers' causal-LM loss sums the cross-entropy and divides by the Trainer's
+    ``num_items_in_batch``; when that is the count of the (shifted) targets not ignored, the
+    scalar is the mean cross-entropy and is read as such."""
+    loss_utils = pytest.importorskip("transformers.loss.loss_utils")
+    logits, labels = _hf_logits()
+    counted = labels[..., 1:].ne(-100).sum()
+    loss = loss_utils.ForCausalLMLoss(logits, labels, vocab_size=7, num_items_in_batch=counted)
+    assert loss.item() == pytest.approx(loss_utils.ForCausalLMLoss(logits, labels, 7).item(),
+                                        rel=1e-5)
+    found = loss_of(loss)
+    assert found is not None
+    kind, targets = found
+    assert kind == ("cross_entropy", (("ignore_index", -100),))
+    assert (targets != -100).sum() == int(counted)
+
+    # Any other divisor is a scaled loss: the unshifted labels' count (one more per row), a
+    # count over two accumulated batches, a count off by one.
+    for divisor in (labels.ne(-100).sum(), 2 * counted, counted + 1):
+        scaled = loss_utils.ForCausalLMLoss(logits, labels, vocab_size=7,
+                                            num_items_in_batch=divisor)
+        assert loss_of(scaled) is None, int(divisor)
+
+
+@pytest.mark.parametrize(("make", "mean"), [
+    (lambda x, y, t: F.cross_entropy(x, y, reduction="sum") / 32,
+     lambda x, y, t: F.cross_entropy(x, y)),
+    (lambda x, y, t: F.cross_entropy(x, y, reduction="sum") / torch.tensor(32.0) * 1 / 1,
+     lambda x, y, t: F.cross_entropy(x, y)),
+    (lambda x, y, t: F.mse_loss(x, t, reduction="sum") / 160,
+     lambda x, y, t: F.mse_loss(x, t)),
+    (lambda x, y, t: F.huber_loss(x, t, reduction="sum", delta=2.0) / 160,
+     lambda x, y, t: F.huber_loss(x, t, delta=2.0)),
+    (lambda x, y, t: F.binary_cross_entropy_with_logits(x, t.sigmoid(), reduction="sum") / 160,
+     lambda x, y, t: F.binary_cross_entropy_with_logits(x, t.sigmoid())),
+], ids=["ce", "ce_tensor_unit_factors", "mse", "huber", "bce_with_logits"])
+def test_a_sum_over_its_count_is_the_mean(make: Any, mean: Any) -> None:
+    """Divided by the number of terms it adds up, a summed loss is read as its mean: the same
+    loss, settings and targets."""
+    x, y = _logits()
+    t = torch.randn(32, 5)
+    summed, averaged = make(x, y, t), mean(x, y, t)
+    assert summed.item() == pytest.approx(averaged.item(), rel=1e-5)
+    found, expected = loss_of(summed), loss_of(averaged)
+    assert found is not None and expected is not None
+    assert found[0] == expected[0]
+    assert found[1].tolist() == expected[1].tolist()
+
+
+@pytest.mark.parametrize("make", [
+    lambda x, y, t: F.cross_entropy(x, y, reduction="sum"),           # a sum, not divided
+    lambda x, y, t: F.cross_entropy(x, y, reduction="sum") / 64,       # accumulation over two
+    lambda x, y, t: F.cross_entropy(x, y, reduction="sum") / 32 / 2,   # ...or divided after
+    lambda x, y, t: F.cross_entropy(x, y, reduction="sum") / 31,
+    lambda x, y, t: F.cross_entropy(x, y) / 32,                        # a mean divided again
+    lambda x, y, t: F.mse_loss(x, t, reduction="sum") / 32,            # rows, not elements
+    lambda x, y, t: (F.mse_loss(x, t, reduction="sum") + F.l1_loss(x, t, reduction="sum")) / 160,
+    lambda x, y, t: F.cross_entropy(x, y, reduction="sum") / torch.tensor(32.0,
+                                                                        requires_grad=True),
+], ids=["sum", "accumulated_count", "divided_after", "off_by_one", "mean_over_count",
+        "mse_over_rows", "two_losses", "learned_divisor"])
+def test_a_sum_over_anything_else_gives_no_level(make: Any) -> None:
+    x, y = _logits()
+    assert loss_of(make(x, y, torch.randn(32, 5))) is None
+
+
+def test_ignored_targets_are_not_counted() -> None:
+    x, y = _logits()
+    y[:4] = -100
+    summed = F.cross_entropy(x, y, reduction="sum")
+    assert loss_of(summed / 28) is not None
+    assert loss_of(summed / 32) is None
+
+
+def test_hf_trainer_marker_alone_gets_the_reference(lt_pytester: pytest.Pytester) -> None:
+    """The marker alone on a Hugging Face ``Trainer`` whose labels are unrelated to the inputs:
+    the captured causal-LM loss (a sum over ``num_items_in_batch``) gets the reference level,
+    the entropy of the label frequencies (near ln 32); with gradient accumulation each scalar
+    is a share of the step's loss, and no level is given."""
+    pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+    lt_pytester.makepyfile(test_hf_inner=HF_TRAINER)
+    result = lt_pytester.runpytest_subprocess("--losstrend-report=json:r.json", "-p",
+                                              "no:randomly", "-p", "no:cacheprovider")
+    doc = json.loads((lt_pytester.path / "r.json").read_text(encoding="utf-8"))
+    tests = {t["nodeid"].split("::")[-1]: t for t in doc["tests"]}
+    out = result.stdout.str()[-3000:]
+
+    ref = _reference(tests["test_trainer"])
+    assert ref is not None, (tests["test_trainer"]["series"]["train"], out)
+    assert 3.2 < ref["value"] < math.log(32) + 1e-9, ref
+    assert "entropy" in ref["how"], ref
+    assert tests["test_trainer"]["verdict"]["kind"] == "chance_level", tests["test_trainer"]
+
+    assert _reference(tests["test_trainer_accumulating"]) is None, out

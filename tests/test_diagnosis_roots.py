@@ -160,6 +160,67 @@ def test_a_blow_up_outranks_frozen_parameters() -> None:
     assert dead.confidence < ranked[0].confidence and "after the loss blew up" in dead.evidence
 
 
+def test_partly_dead_units_rank_below_an_end_at_the_reference() -> None:
+    """Labels shuffled against the inputs (the adoption benchmark's Lightning run): the loss
+    ends at the reference and 75% of a ReLU layer is dead. The live quarter still passes
+    signal, so the dead units are not why the model learned nothing: ``chance_level`` first,
+    ``dead_units`` after it, saying so."""
+    run = _judge(_at_reference(), reference=LN10)
+    assert run.verdict.kind == "chance_level"
+    ev = Evidence(framework="torch", optimizer="SGD", lr=[0.1], dead_fraction={"1": 0.75},
+                  update_ratio={"0.weight": [1e-3] * 5})
+    ranked = run.ranked(ev)
+    assert _causes(ranked)[:2] == ["chance_level", "dead_units"]
+    assert "still pass signal" in ranked[1].evidence
+
+
+@pytest.mark.parametrize("fraction", [0.9, 1.0])
+def test_a_layer_dead_enough_to_stop_the_signal_outranks_chance_level(fraction: float) -> None:
+    run = _judge(_at_reference(), reference=LN10)
+    ev = Evidence(framework="torch", optimizer="SGD", lr=[0.1],
+                  dead_fraction={"1": fraction}, update_ratio={"0.weight": [1e-3] * 5})
+    ranked = run.ranked(ev)
+    assert _causes(ranked)[:2] == ["dead_units", "chance_level"]
+    assert ranked[0].confidence == pytest.approx(0.92)
+
+
+def test_partly_dead_units_lead_a_stall_above_the_reference() -> None:
+    """Only an end *at* the reference says the model learned nothing: on a stall well below
+    it (something was learned, then the run stopped improving) a 75% dead layer keeps its
+    rank."""
+    run = _judge(1.0 + _noise(60, 0.01), reference=LN10)
+    assert run.verdict.kind == "stall", run.verdict.reason
+    ev = Evidence(framework="torch", optimizer="SGD", lr=[0.1], dead_fraction={"1": 0.75})
+    dead = _by_cause(run.ranked(ev), "dead_units")
+    assert dead.confidence == pytest.approx(0.92)
+
+
+def _ten_step_swing(n: int = 40) -> FloatArray:
+    """Mini-batch losses around ln 10 that happen to swing with a period of 10 steps: not
+    whole epochs, and no eval series to confirm a fixed batch order."""
+    swing = 0.03 * np.sin(2 * np.pi * np.arange(n) / 10)
+    return np.asarray(LN10 + swing + _noise(n, 0.01), dtype=np.float64)
+
+
+def test_an_unconfirmed_period_ranks_below_an_end_at_the_reference() -> None:
+    """A fixed batch order reorders the gradients, it does not empty them: a period nothing
+    confirms does not explain a run that learned nothing (the adoption benchmark's Lightning
+    run on shuffled labels, whose loader does shuffle)."""
+    ev = Evidence(framework="torch", optimizer="SGD", lr=[0.1],
+                  update_ratio={"0.weight": [1e-3] * 5})
+    at_ref = _judge(_ten_step_swing(), reference=LN10)
+    assert at_ref.verdict.kind == "chance_level"
+    ranked = at_ref.ranked(ev)
+    assert _causes(ranked)[:2] == ["chance_level", "unshuffled_batches"]
+    assert ranked[1].confidence == pytest.approx(0.55)
+
+    # With no reference level the same period still leads the stall.
+    stalled = _judge(_ten_step_swing())
+    assert stalled.verdict.kind == "stall", stalled.verdict.reason
+    top = stalled.ranked(ev)[0]
+    assert (top.cause, top.confidence) == ("unshuffled_batches", pytest.approx(0.65))
+
+
 def test_a_loss_that_never_moves_at_the_reference_is_no_learning() -> None:
     run = _judge(_never_moves(), reference=LN10)
     assert run.verdict.kind == "chance_level"

@@ -7,8 +7,13 @@ Used by automatic capture (:mod:`~pytest_losstrend.capture.auto_torch`) on the f
 graph. Certain or nothing: when each scalar is, unchanged, the output of one built-in loss
 (cross-entropy on log-softmax, MSE, BCE, BCE with logits, Huber, smooth L1; mean reduction, no
 class weight, no ``pos_weight``) of the same kind and settings, their targets give the level
-(:func:`~pytest_losstrend.capture.references.reference_for`). A sum of losses, a scaled loss
-(``loss / k``, k other than 1), label smoothing, a target that requires a gradient (arguments
+(:func:`~pytest_losstrend.capture.references.reference_for`). A sum-reduced loss divided by the
+count of its targets (the ones not equal to ``ignore_index`` for cross-entropy, every element
+for the others) is that mean too: the Hugging Face causal-LM loss with the ``Trainer``'s
+``num_items_in_batch``. Multiplications and divisions by exactly 1 (Lightning's accumulation
+factor, the ``Trainer``'s process count and accelerate's accumulation factor, at their defaults)
+are looked through. A sum of losses, a scaled loss (``loss / k``, k other than 1; a sum divided
+by anything but its count), label smoothing, a target that requires a gradient (arguments
 swapped) or anything else gives none: never a wrong level.
 """
 
@@ -42,8 +47,10 @@ _LOSS_NODES: dict[str, tuple[str, tuple[str, ...]]] = {
     "HuberLossBackward0": ("huber_loss", ("delta",)),
     "SmoothL1LossBackward0": ("smooth_l1_loss", ("beta",)),
 }
-#: torch's Reduction enum: the mean, the only reduction in the units of the reference level.
+#: torch's Reduction enum: the mean, in the units of the reference level; the sum, in them once
+#: divided by the count of the targets it sums over.
 _MEAN = 1
+_SUM = 2
 
 
 class ReferenceProbe:
@@ -98,32 +105,96 @@ class ReferenceProbe:
                                        f" captured")
 
 
-def unit_division_peeled(node: Any) -> Any:
-    """``node``, or the node under it when ``node`` divides by exactly 1.
+def _unit_factor(node: Any) -> Any:
+    """The node under ``node`` when ``node`` multiplies or divides by exactly 1, else None."""
+    if type(node).__name__ not in ("DivBackward0", "MulBackward0"):
+        return None
+    factor = _constant_operand(node)
+    return node.next_functions[0][0] if factor == 1.0 else None
 
-    Lightning's automatic optimization divides every loss by ``accumulate_grad_batches``, 1 by
-    default, before its backward: an unchanged value, so its loss keeps its reference level. Any
-    other divisor scales the loss, and the node is kept (no reference)."""
-    if type(node).__name__ != "DivBackward0":
-        return node
+
+def _constant_operand(node: Any) -> float | None:
+    """The constant a ``DivBackward0`` / ``MulBackward0`` node divides or multiplies its first
+    input by: a one-element tensor that needs no gradient (a Python number arrives as one);
+    None for anything else (a tensor-by-tensor operation with a gradient on both sides)."""
     try:
         other = node._saved_other
-        unit = isinstance(other, torch.Tensor) and other.numel() == 1 and float(other) == 1.0
-        return node.next_functions[0][0] if unit else node
-    except (AttributeError, RuntimeError, IndexError):  # freed, or a tensor-by-tensor division
-        return node
+        if (not isinstance(other, torch.Tensor) or other.numel() != 1 or other.requires_grad
+                or node.next_functions[1][0] is not None or node.next_functions[0][0] is None):
+            return None
+        return float(other)
+    except (AttributeError, RuntimeError, IndexError, TypeError):  # freed, or another layout
+        return None
+
+
+def unit_factors_peeled(node: Any) -> Any:
+    """``node``, or the node under its multiplications and divisions by exactly 1.
+
+    Lightning's automatic optimization divides every loss by ``accumulate_grad_batches``, 1 by
+    default, before its backward; the Hugging Face ``Trainer`` multiplies it by the number of
+    processes and accelerate divides it by its own accumulation steps (1 and 1 on one device,
+    the ``Trainer``'s accumulation going into ``num_items_in_batch`` instead): unchanged
+    values, so their loss keeps its reference level. Any other factor scales the loss, and the
+    node is kept (no reference)."""
+    for _ in range(8):  # a bounded walk: a chain of unit factors is short
+        under = _unit_factor(node)
+        if under is None:
+            return node
+        node = under
+    return node
+
+
+def _sum_over_count(node: Any) -> Any:
+    """The sum-reduced loss node under ``node`` when ``node`` divides it by exactly the count of
+    the targets it sums (the mean, written out), else None."""
+    if type(node).__name__ != "DivBackward0":
+        return None
+    divisor = _constant_operand(node)
+    loss = node.next_functions[0][0] if divisor is not None else None
+    spec = _LOSS_NODES.get(type(loss).__name__) if loss is not None else None
+    if spec is None or getattr(loss, "_saved_reduction", None) != _SUM:
+        return None
+    count = _summed_count(loss, spec[0])
+    return loss if count is not None and count > 0 and divisor == float(count) else None
+
+
+def _summed_count(node: Any, name: str) -> int | None:
+    """How many terms a sum-reduced loss node adds up: the targets not equal to ``ignore_index``
+    (cross-entropy), or the elements of the broadcast prediction and target (the others)."""
+    target = node._saved_target
+    if not isinstance(target, torch.Tensor):
+        return None
+    if name == "cross_entropy":
+        ignore = int(node._saved_ignore_index)
+        if ignore >= 2 ** 63:  # saved as an unsigned int64
+            ignore -= 2 ** 64
+        return int((target != ignore).sum())
+    prediction = node._saved_self
+    if not isinstance(prediction, torch.Tensor):
+        return None
+    import numpy as np
+
+    return int(np.prod(np.broadcast_shapes(tuple(prediction.shape), tuple(target.shape))))
 
 
 def loss_of(t: torch.Tensor) -> tuple[tuple[str, tuple[tuple[str, Any], ...]], Any] | None:
     """``((functional, settings), targets as numpy)`` when ``t`` is, unchanged, the output of a
-    built-in loss with the mean reduction and no weights; None otherwise."""
-    node: Any = unit_division_peeled(t.grad_fn)
+    built-in loss with the mean reduction (or its sum divided by the count of its targets) and
+    no weights; None otherwise."""
+    node: Any = unit_factors_peeled(t.grad_fn)
+    reduction = _MEAN
+    try:
+        summed = _sum_over_count(node) if node is not None else None
+    except (AttributeError, RuntimeError, TypeError, ValueError):  # freed, or another node
+        summed = None
+    if summed is not None:
+        node, reduction = summed, _SUM
     spec = _LOSS_NODES.get(type(node).__name__) if node is not None else None
     if spec is None:
         return None
     name, settings = spec
     try:
-        if getattr(node, "_saved_reduction", None) != _MEAN:
+        if getattr(node, "_saved_reduction", None) != reduction:
             return None
         if (getattr(node, "_saved_weight", None) is not None
                 or getattr(node, "_saved_pos_weight", None) is not None):

@@ -31,6 +31,7 @@ from pytest_losstrend.diagnosis.signals import (
     fmt_level,
     grad_growth,
     growth,
+    learned_nothing,
     level_change,
     log_scale,
     min_drop_of,
@@ -294,6 +295,11 @@ def _periodic(x: FloatArray) -> tuple[int, float] | None:
     return best
 
 
+#: Confidence of ``unshuffled_batches`` from a period that neither an eval series nor whole
+#: epochs confirm, in a run that ended at its reference level: below ``chance_level`` (0.6).
+UNCONFIRMED_AT_REFERENCE = 0.55
+
+
 def rule_unshuffled(ctx: DiagnosisContext) -> list[Diagnosis]:
     """Batches in a fixed order: ``unshuffled_batches``, the train series repeats with the
     period of an epoch while the eval series does not fall.
@@ -304,7 +310,10 @@ def rule_unshuffled(ctx: DiagnosisContext) -> list[Diagnosis]:
     explains it (both swing by themselves). Confidence: 0.85 when the eval series does not
     fall (it does not pass, or drops less than half of what train drops); 0.8 when the period
     cuts the run into 3 or more equal epochs of 12 steps or more (to within lag/20 steps, at
-    least 1); 0.65 with no eval series to confirm; otherwise nothing.
+    least 1); 0.65 with no eval series to confirm, or ``UNCONFIRMED_AT_REFERENCE`` (0.55,
+    below ``chance_level``) when the run ended at its reference level: a fixed order changes
+    the order of the gradients, not what they say, so a period nothing confirms does not
+    explain a model that learned nothing from its inputs; otherwise nothing.
     """
     train = ctx.series.get("train")
     # A fixed batch order makes a curve swing, stall or over-fit; it does not make it blow up.
@@ -337,7 +346,8 @@ def rule_unshuffled(ctx: DiagnosisContext) -> list[Diagnosis]:
     elif epochish:
         conf, where = 0.8, f"and the period cuts the {n} steps into {epochs} equal epochs"
     elif ev_verdict is None:
-        conf, where = 0.65, "(record an eval series to confirm)"
+        conf = UNCONFIRMED_AT_REFERENCE if learned_nothing(ctx.verdict) else 0.65
+        where = "(record an eval series to confirm)"
     else:
         return []
     return [Diagnosis(
@@ -582,6 +592,7 @@ __all__ = [
     "GROWTH_BEFORE_OVERFLOW",
     "HUGE_UPDATE",
     "NO_TREND_P",
+    "UNCONFIRMED_AT_REFERENCE",
     "rule_chance_level",
     "rule_non_finite",
     "rule_oscillation",

@@ -274,6 +274,18 @@ def far_above_reference(first: float | None, ref: float | None) -> bool:
         constants.FAR_ABOVE_REFERENCE * ref)
 
 
+def learned_nothing(verdict: Verdict) -> bool:
+    """Whether the run ended *at* its reference level: a ``chance_level`` verdict that did not
+    blow up, whose end lies within ``REFERENCE_MARGIN`` (10%) of the reference on either side.
+    Such a model learned nothing from its inputs; a run that climbed far above the reference
+    is another story (a blow-up, units all dead)."""
+    if verdict.kind != "chance_level" or blew_up(verdict):
+        return False
+    ref, end = reference_of(verdict), verdict.stats.get("end")
+    return (ref is not None and isinstance(end, (int, float))
+            and abs(end - ref) <= constants.REFERENCE_MARGIN * ref)
+
+
 __all__ = [
     "HEALTHY_UPDATE",
     "NICE_DROPS",
@@ -293,6 +305,7 @@ __all__ = [
     "fmt_level",
     "grad_growth",
     "growth",
+    "learned_nothing",
     "level_change",
     "log_scale",
     "lr_below_limit",

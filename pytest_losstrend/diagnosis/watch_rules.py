@@ -31,6 +31,7 @@ from pytest_losstrend.diagnosis.signals import (
     first_level,
     fmt_g,
     fmt_level,
+    learned_nothing,
     lr_below_limit,
     reference_of,
     sharpness,
@@ -68,6 +69,13 @@ LR_BOUNDED_STEP = ("adam", "rmsprop", "adagrad")
 #: Confidence of a stall's cause (held-out or unchanged parameters, dead units) on a run that
 #: blew up first: then they are more likely the blow-up's consequence than its root.
 AFTER_BLOWUP = 0.6
+#: A layer with fewer than this fraction of its units dead still passes signal (a few live
+#: ReLUs are enough to beat the best constant predictor): in a run that ended at its reference
+#: level it does not explain a model that learned nothing...
+PASSES_SIGNAL_BELOW = 0.9
+#: ...and ``dead_units`` then ranks below ``chance_level`` (0.6), as a symptom: a model
+#: pushed towards the label frequencies (labels shuffled against the inputs) kills ReLUs.
+PARTLY_DEAD_AT_REFERENCE = 0.5
 #: Confidence of ``dead_units`` from saturated tanh/sigmoid units alone: below ``bad_init``
 #: and ``lr_too_high``, whose symptom saturation usually is.
 SATURATED_CONFIDENCE = 0.45
@@ -246,7 +254,10 @@ def rule_dead_units(ctx: DiagnosisContext) -> list[Diagnosis]:
     as a function (``F.relu(self.fc1(x))``, named ``"fc1 via F.relu"``) over the last sampled
     training steps. Held-out parameters explain a stall too, so they lower the confidence below
     ``no_learning``'s 0.9; a blow-up kills ReLUs, so after one the confidence is
-    ``AFTER_BLOWUP`` (0.6), below the learning rate that blew it up.
+    ``AFTER_BLOWUP`` (0.6), below the learning rate that blew it up. In a run that ended at its
+    reference level (the model learned nothing), a deadest layer under ``PASSES_SIGNAL_BELOW``
+    (90%) dead still passes signal and cannot be why: ``PARTLY_DEAD_AT_REFERENCE`` (0.5), below
+    ``chance_level``.
 
     Saturated tanh or sigmoid outputs (at least ``DEAD_FRACTION`` of a layer's outputs over the
     sampled steps), with no dead ReLU, are named at ``SATURATED_CONFIDENCE`` (0.45): saturation
@@ -275,6 +286,10 @@ def rule_dead_units(ctx: DiagnosisContext) -> list[Diagnosis]:
     conf = 0.92 if not _held_out(ev) else 0.8
     if blew_up(ctx.verdict):
         conf, what = AFTER_BLOWUP, what + ", after the loss blew up"
+    elif frac < PASSES_SIGNAL_BELOW and learned_nothing(ctx.verdict):
+        conf = min(conf, PARTLY_DEAD_AT_REFERENCE)
+        what += (", but the live units still pass signal: not why the run ended at the "
+                 "reference level")
     return [Diagnosis(
         "dead_units", conf, what,
         "use a default (He/Glorot) initialisation with zero or positive biases, a lower "
@@ -456,6 +471,8 @@ __all__ = [
     "EXPLODING_GRAD_RATIO",
     "FAR_BELOW_LIMIT",
     "LR_BOUNDED_STEP",
+    "PARTLY_DEAD_AT_REFERENCE",
+    "PASSES_SIGNAL_BELOW",
     "SATURATED_CONFIDENCE",
     "STALLING",
     "SURE_WARNINGS",
