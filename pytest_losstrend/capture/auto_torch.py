@@ -9,20 +9,28 @@ from a hook, is not a loss: torch's current graph task tells), wraps
 global optimizer post-step hook and, until the first backward, a global forward pre-hook that
 notes which modules run. It returns the undo.
 
-- **The loss.** Each backward's scalar is detached and read (a CPU value with one ``item()``,
-  which costs no device sync; an accelerator's stays a tensor, and the recorder copies such
-  values in chunks). Values wait until an optimizer steps: ``k`` backward calls per step
-  (gradient accumulation) are recorded as their mean. A loop where no optimizer has stepped
-  after :data:`MANUAL_AFTER` backward calls (a manual SGD loop), or by the end, is recorded one
-  point per backward. A loss a ``GradScaler`` scaled is recorded unscaled. Once the loop is in
-  its steady state (an optimizer has stepped, the models and the reference are found, no
-  scaled loss waits) a backward costs one check, one read and one append.
+- **The loss.** Each backward's scalar is read without autograd (a CPU value with one
+  ``item()``, which costs no device sync; an accelerator's stays a tensor, and the recorder
+  copies such values in chunks). Values wait until an optimizer steps: ``k`` backward calls per
+  step (gradient accumulation) are recorded as their mean, and the steps' values reach the
+  recorder :data:`RECORD_EVERY` at a time (a divergence stops the run that many steps late at
+  most). A loop where no optimizer has stepped after :data:`MANUAL_AFTER` backward calls (a
+  manual SGD loop), or by the end, is recorded one point per backward. A loss a
+  ``GradScaler`` scaled is recorded unscaled. Once the loop is in its steady state (an
+  optimizer has stepped, the models and the reference are found, no scaled loss or armed probe
+  waits) a backward costs one check, one read and one append, inlined in the wrapper, and an
+  optimizer step one hook call.
 - **The watch.** At the first backward, the modules that ran so far and hold trainable
-  parameters, and are not inside another such module (the models), are watched through
-  :meth:`Recorder.watch <pytest_losstrend.capture.recorder.Recorder.watch>`: each watcher
-  adopts the first optimizer that steps its parameters. An optimizer whose parameters no
-  watched model holds is watched through a stand-in module holding them (gradients, updates
-  and learning rate; no inputs or dead units).
+  parameters, and are not inside another such module (the models), are watched by a
+  :class:`~pytest_losstrend.capture.torch_watch.TorchWatcher` this capture drives
+  (``probe_at_backward``): each adopts the first optimizer that steps its parameters. An
+  optimizer whose parameters no watched model holds is watched through a stand-in module
+  holding them (gradients, updates and learning rate; no inputs or dead units). Driving means:
+  the watcher's stale-gradient probes, armed at a sampled step, are checked here before the next
+  backward pass runs (on the parameters it reaches, found in the autograd graph, when more than
+  one optimizer steps), never by parameter hooks, which cost a Python call in every backward
+  pass even once removed; a sampled step's update is taken at its end; and the only watcher of
+  the only optimizer has its step hook removed ("parked") until its next sample.
 - **Stale gradients in a manual loop.** While no optimizer has stepped, sampled backward calls
   (the 3rd and 4th, then every :data:`STALE_EVERY`-th, thinning out on long loops) check the
   gradients themselves (:class:`_ManualStaleProbe`): the backward call before a sampled one
@@ -33,14 +41,15 @@ notes which modules run. It returns the undo.
   ``stale_gradients``; a parameter that did not change (accumulation, frozen) is not checked.
   An optimizer loop never reaches it past its first backward call.
 - **The reference level.** The first backward scalars are looked up in the autograd graph
-  (:mod:`~pytest_losstrend.capture.torch_loss_graph`): when each is, unchanged, one built-in
-  loss of one kind and settings, their targets give the series its reference level; anything
-  else gives none.
+  (:mod:`~pytest_losstrend.capture.torch_loss_graph`): when each is one built-in loss of one
+  kind and settings (its mean, or its sum divided by the count of its targets; factors of
+  exactly 1 looked through), their targets give the series its reference level; anything else
+  gives none.
 
-Per step this costs, beyond the watcher's own sampling: the wrapper's call, one read, one
-optimizer hook call and one ``record``. Reading the value is most of it; keeping the tensors
-to read them later in chunks costs more on the CPU (every step's graph then outlives its step),
-benchmarks/README.md has the figures.
+Per step this costs, beyond the watcher's sampled steps: the wrapper's call, one read, one
+optimizer hook call. Reading the value is a third of it; keeping the tensors to read them
+later in chunks costs more on the CPU (every step's graph then outlives its step).
+benchmarks/README.md has the figures ("Automatic capture: cost").
 """
 
 from __future__ import annotations
