@@ -126,6 +126,8 @@ def judge_item(
     ref_note = _reference_note(lt, crit, judgment)
     if check is not None and check.results:
         data["invariants"] = check.as_list()
+    if check is not None and check.unchecked:
+        data["invariants_unchecked"] = dict(check.unchecked)
 
     if marker == MARK_FAILS:
         return (data, *_expect_failure(verdict, losses, crit, cause, seed,

@@ -202,3 +202,19 @@ def test_the_invariant_on_plain_evidence() -> None:
     allowed = check_invariants(_manual(9, 9), [], allow=("stale_gradients",))
     assert not allowed.failing and allowed.broken[0].allowed
     assert allowed.broken[0].fix.startswith("clear the gradients after each update")
+
+
+def test_invariants_it_cannot_check_are_listed_with_why(inner: dict[str, Any]) -> None:
+    """A loop with no optimizer cannot show parameters left out of one: the report lists that
+    invariant as not checked, with why, instead of leaving it out (which reads as held), and
+    the HTML report shows it in the invariants table."""
+    from pytest_losstrend.reports.html import html_report
+
+    test = inner["test_cleared[set_none]"]
+    unchecked = test["invariants_unchecked"]
+    assert unchecked["params_not_in_optimizer"] == "not checked: no optimizer was watched"
+    checked = {i["name"] for i in test["invariants"]}
+    assert not checked & set(unchecked)
+    doc: Any = {"schema": "losstrend-report-1", "tests": [test]}
+    html = html_report(doc)
+    assert "not checked</span></td><td>no optimizer was watched</td>" in html

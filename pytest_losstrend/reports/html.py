@@ -297,6 +297,7 @@ def _test_section(test: TestResult, ids: _TestIds, seed: Any) -> str:
                        f"<span class=\"fix\">fix: {_e(d.get('fix', ''))}</span></li>")
         out.append("</ol>")
     invariants = test.get("invariants") or []
+    unchecked = test.get("invariants_unchecked") or {}
     if invariants:
         out.append(f"<h3>Training invariants</h3><p>{_e(invariant_summary(test) or '')}</p>"
                    "<table class=\"invariants\"><tr><th>invariant</th><th>state</th>"
@@ -306,6 +307,12 @@ def _test_section(test: TestResult, ids: _TestIds, seed: Any) -> str:
             css = {"held": "pass", "broken": "fail"}.get(state, "inconclusive")
             out.append(f"<tr><td class=\"mono\">{_e(inv['name'])}</td>"
                        f"<td>{_badge(css, state)}</td><td>{_e(inv['evidence'])}</td></tr>")
+        # Where the run could not tell, say so: an invariant absent from the table would read
+        # as one that held.
+        for name, why in unchecked.items():
+            reason = why.removeprefix("not checked: ")
+            out.append(f"<tr><td class=\"mono\">{_e(name)}</td>"
+                       f"<td>{_badge('none', 'not checked')}</td><td>{_e(reason)}</td></tr>")
         out.append("</table>")
     warnings = test.get("warnings") or []
     if warnings:

@@ -219,7 +219,8 @@ class TestRecord(_TestRecordFields, total=False):
     ``runner.result_data``, then the judged test's ``warnings``, the ``environment`` and the
     ``baseline`` comparison (with ``--losstrend-save``/``--losstrend-compare``), the
     ``mutants`` and ``mutation_score`` (with ``--losstrend-mutate``), and the training
-    ``invariants`` checked on a watched run."""
+    ``invariants`` checked on a watched run, with those it could not check and why
+    (``invariants_unchecked``)."""
 
     warnings: list[str]
     environment: Environment
@@ -227,6 +228,7 @@ class TestRecord(_TestRecordFields, total=False):
     mutants: list[MutantResult]
     mutation_score: MutationScore
     invariants: list[InvariantData]
+    invariants_unchecked: dict[str, str]
 
 
 class _Outcome(TypedDict):
