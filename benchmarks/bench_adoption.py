@@ -14,6 +14,11 @@ switch. The whole directory runs once per mode, in one pytest session each (``AD
 - ``explicit``: the marker with ``losstrend.record`` / ``watch`` or the framework's callback;
 - ``plain``: no marker, the authors' ``assert losses[-1] < losses[0]``.
 
+Beside them, the two plain checks users already have, applied to the curve the marker-alone run
+captured (the same training): ``last <= 0.9 * first`` and ``mean(last quarter) <= 0.9 *
+mean(first quarter)``, each "failing" a run when it does not hold (a run the marker stopped
+early is judged on the curve up to the stop).
+
 Outcomes come from pytest's JUnit XML, the top cause and the broken invariants from
 ``--losstrend-report=json``. ``EXPECTED`` labels every fault from its configuration, decided
 before any run: the cause it should be failed with, or None when it does not change the
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import subprocess
@@ -38,6 +44,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 HERE = ROOT / "benchmarks" / "adoption"
 MODES = ("marker", "explicit", "plain")
+#: The plain checks applied to the marker run's captured curves: row key -> column title.
+PLAIN_CHECKS = {"naive_ok": "`last <= 0.9*first`",
+                "quarters_ok": "last quarter <= 0.9 x first"}
 
 #: shape -> fault -> the root cause a failure should lead with; None: the fault does not change
 #: the training (or is no fault: "healthy") and the test must pass. Decided from each fault's
@@ -158,8 +167,35 @@ def run_mode(mode: str, files: list[str], workers: int, tmp: Path) -> dict[str, 
             rows[key]["invariants"] = [i["name"] for i in t.get("invariants", [])
                                        if not i.get("held") and not i.get("allowed")]
             rows[key]["verdict_ok"] = t.get("verdict_ok")
-            rows[key]["points"] = len(t.get("series", {}).get("train", {}).get("losses", []))
+            losses = t.get("series", {}).get("train", {}).get("losses", [])
+            rows[key]["points"] = len(losses)
+            rows[key]["naive_ok"], rows[key]["quarters_ok"] = plain_checks(losses)
     return {"mode": mode, "seconds": seconds, "rows": rows, "returncode": proc.returncode}
+
+
+def plain_checks(losses: list[Any]) -> tuple[bool | None, bool | None]:
+    """Whether ``last <= 0.9 * first`` and ``mean(last quarter) <= 0.9 * mean(first
+    quarter)`` hold on ``losses`` (None without enough points; a non-finite value fails)."""
+    vals = [float(v) if isinstance(v, (int, float)) else math.nan for v in losses]
+    if len(vals) < 2:
+        return None, None
+    naive = vals[-1] <= 0.9 * vals[0]
+    q = max(1, len(vals) // 4)
+    first, last = sum(vals[:q]) / q, sum(vals[-q:]) / q
+    return naive, last <= 0.9 * first
+
+
+def plain_cell(rows: dict[tuple[str, str, int], dict[str, Any]], shape: str, fault: str,
+               check: str) -> str:
+    """What a plain check on the captured curve does with the runs of one row."""
+    got = [r for (s, f, _), r in rows.items() if s == shape and f == fault
+           and r.get(check) is not None]
+    if not got:
+        return "-"
+    n = len(got)
+    if EXPECTED[shape][fault] is None:
+        return f"pass {sum(bool(r[check]) for r in got)}/{n}"
+    return f"fail {sum(not r[check] for r in got)}/{n}"
 
 
 def cell(rows: dict[tuple[str, str, int], dict[str, Any]], shape: str, fault: str,
@@ -182,11 +218,14 @@ def cell(rows: dict[tuple[str, str, int], dict[str, Any]], shape: str, fault: st
 def table(results: dict[str, dict[str, Any]]) -> str:
     """The Markdown table: one row per shape x fault, one column per mode."""
     modes = [m for m in MODES if m in results]
-    lines = ["| shape | fault | expected | " + " | ".join(modes) + " |",
-             "|---|---|---|" + "---|" * len(modes)]
+    checks = [c for c in PLAIN_CHECKS if "marker" in results]
+    heads = modes + [PLAIN_CHECKS[c] for c in checks]
+    lines = ["| shape | fault | expected | " + " | ".join(heads) + " |",
+             "|---|---|---|" + "---|" * len(heads)]
     for shape in SHAPES:
         for fault, want in EXPECTED[shape].items():
             cells = [cell(results[m]["rows"], shape, fault, m) for m in modes]
+            cells += [plain_cell(results["marker"]["rows"], shape, fault, c) for c in checks]
             if all(c == "-" for c in cells):
                 continue
             lines.append(f"| {shape} | {fault} | {want or 'pass'} | " + " | ".join(cells) + " |")
@@ -210,6 +249,16 @@ def totals(results: dict[str, dict[str, Any]]) -> str:
         if m != "plain":
             line += f", {right}/{len(bad)} with the expected cause first"
         out.append(line)
+    if "marker" in results:
+        rows = results["marker"]["rows"]
+        for check, name in PLAIN_CHECKS.items():
+            ok = [r for (s, f, _), r in rows.items()
+                  if EXPECTED[s][f] is None and r.get(check) is not None]
+            bad = [r for (s, f, _), r in rows.items()
+                   if EXPECTED[s][f] and r.get(check) is not None]
+            out.append(f"- **{name}** (on the marker run's captured curves): should pass "
+                       f"{sum(bool(r[check]) for r in ok)}/{len(ok)} passed; faults "
+                       f"{sum(not r[check] for r in bad)}/{len(bad)} failed")
     return "\n".join(out)
 
 

@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -578,18 +578,8 @@ def _leaf_parameters(t: torch.Tensor, watchers: list[Any]) -> list[tuple[str, to
     :data:`STALE_PARAMS`, spread evenly), named after the caller's variables when it holds them
     (``w``, ``model.0.weight``), else the watched models' names, else their shapes."""
     leaves: dict[int, torch.Tensor] = {}
-    seen: set[int] = set()
-    stack: list[Any] = [t.grad_fn]
-    while stack and len(seen) < GRAPH_NODES:
-        node = stack.pop()
-        if node is None or id(node) in seen:
-            continue
-        seen.add(id(node))
-        var = getattr(node, "variable", None)
-        if isinstance(var, torch.Tensor):
-            leaves.setdefault(id(var), var)
-            continue
-        stack.extend(fn for fn, _ in node.next_functions)
+    for var in _graph_leaves(t):
+        leaves.setdefault(id(var), var)
     found = list(leaves.values())
     if len(found) > STALE_PARAMS:
         n = len(found)
@@ -605,6 +595,17 @@ def _reached_leaves(t: torch.Tensor, wanted: set[int]) -> set[int]:
     """The ids, among ``wanted``, of the leaf tensors ``t``'s backward pass accumulates
     gradients into (the graph walked until all are found, or :data:`GRAPH_NODES` nodes)."""
     found: set[int] = set()
+    for var in _graph_leaves(t):
+        if id(var) in wanted:
+            found.add(id(var))
+            if len(found) == len(wanted):
+                break
+    return found
+
+
+def _graph_leaves(t: torch.Tensor) -> Iterator[torch.Tensor]:
+    """The leaf tensors of ``t``'s autograd graph, walked depth first (at most
+    :data:`GRAPH_NODES` nodes)."""
     seen: set[int] = set()
     stack: list[Any] = [t.grad_fn]
     while stack and len(seen) < GRAPH_NODES:
@@ -614,13 +615,9 @@ def _reached_leaves(t: torch.Tensor, wanted: set[int]) -> set[int]:
         seen.add(id(node))
         var = getattr(node, "variable", None)
         if isinstance(var, torch.Tensor):
-            if id(var) in wanted:
-                found.add(id(var))
-                if len(found) == len(wanted):
-                    break
+            yield var
             continue
         stack.extend(fn for fn, _ in node.next_functions)
-    return found
 
 
 def _caller_names(params: list[torch.Tensor]) -> dict[int, str]:
