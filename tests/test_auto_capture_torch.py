@@ -453,8 +453,67 @@ def test_captured_watcher_parks_between_samples_and_keeps_its_schedule() -> None
         ev = rec.watchers[0].evidence
         assert ev.optimizer_steps == 300
         assert ev.steps == schedule
-        assert len(rec.losses()) == 300 + (0 if second_from is None else 300 - second_from)
+        assert len(rec.losses()) == 300
+        if second_from is not None:
+            assert len(rec.losses("train_2")) == 300 - second_from
         if second_from is None:
             assert calls == len(schedule)  # parked on every step it does not sample
         else:
             assert calls > len(schedule)
+
+
+@pytest.mark.parametrize("order", ["one_after_the_other", "alternating"])
+def test_a_second_optimizer_with_its_own_losses_gets_its_own_series(order: str) -> None:
+    """Two models trained in one test, each with its own loss and optimizer (one after the
+    other, or alternating like a GAN's two players): the first optimizer's steps are the
+    "train" curve, the second's go to "train_2", never interleaved into one curve. One loss
+    stepped by two optimizers (an encoder's and a decoder's) stays one series."""
+    import torch
+
+    from pytest_losstrend.capture.auto_torch import TorchCapture
+    from pytest_losstrend.capture.recorder import Recorder
+
+    x, y = _diabetes_tensors()
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(10, 1), torch.nn.Sequential(torch.nn.Linear(10, 8),
+                                                        torch.nn.Linear(8, 1))
+    opt_a = torch.optim.SGD(a.parameters(), lr=0.05)
+    opt_b0 = torch.optim.SGD(b[0].parameters(), lr=0.05)
+    opt_b1 = torch.optim.SGD(b[1].parameters(), lr=0.05)
+    seen_a: list[float] = []
+    seen_b: list[float] = []
+
+    def step_a() -> None:
+        opt_a.zero_grad()
+        loss = torch.nn.functional.mse_loss(a(x), y)
+        seen_a.append(float(loss.detach()))
+        loss.backward()
+        opt_a.step()
+
+    def step_b() -> None:  # one loss, two optimizers
+        opt_b0.zero_grad()
+        opt_b1.zero_grad()
+        loss = torch.nn.functional.mse_loss(b(x), y) + 5.0
+        seen_b.append(float(loss.detach()))
+        loss.backward()
+        opt_b0.step()
+        opt_b1.step()
+
+    rec = Recorder()
+    undo = TorchCapture(rec).install()
+    try:
+        if order == "alternating":
+            for _ in range(50):
+                step_a()
+                step_b()
+        else:
+            for _ in range(50):
+                step_a()
+            for _ in range(50):
+                step_b()
+    finally:
+        undo()
+        rec.finish_watching()
+    assert rec.losses("train") == pytest.approx(seen_a)
+    assert rec.losses("train_2") == pytest.approx(seen_b)
+    assert set(rec.series_names) == {"train", "train_2"}

@@ -14,8 +14,10 @@ notes which modules run. It returns the undo.
   copies such values in chunks). Values wait until an optimizer steps: ``k`` backward calls per
   step (gradient accumulation) are recorded as their mean, and the steps' values reach the
   recorder :data:`RECORD_EVERY` at a time (a divergence stops the run that many steps late at
-  most). A loop where no optimizer has stepped after :data:`MANUAL_AFTER` backward calls (a
-  manual SGD loop), or by the end, is recorded one point per backward. A loss a
+  most). The first optimizer to step after backward calls makes the ``"train"`` series; any
+  other with backward calls of its own gets ``"train_2"``, ``"train_3"``... (never interleaved
+  into one curve). A loop where no optimizer has stepped after :data:`MANUAL_AFTER` backward
+  calls (a manual SGD loop), or by the end, is recorded one point per backward. A loss a
   ``GradScaler`` scaled is recorded unscaled. Once the loop is in its steady state (an
   optimizer has stepped, the models and the reference are found, no scaled loss or armed probe
   waits) a backward costs one check, one read and one append, inlined in the wrapper, and an
@@ -125,6 +127,10 @@ class TorchCapture:
         self._fast = False
         self._stepped = False
         self._last_opt: Any = None
+        # The optimizer whose steps make the "train" series (the first to step after backward
+        # calls), and the series of any other such optimizer ("train_2", "train_3"...).
+        self._train_opt: Any = None
+        self._series_of: dict[int, str] = {}
         self._manual = False
         # id(scaled output) -> (the scaled output, the loss it was scaled from)
         self._scaled: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -305,8 +311,8 @@ class TorchCapture:
     def _post_step(self, opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         pending = self._pending
         self._pending = []
-        if not self._fast or opt is not self._last_opt:
-            self._post_step_slow(opt)
+        if not self._fast or opt is not self._train_opt:
+            pending = self._post_step_slow(opt, pending)
         elif self._wake_in:
             self._wake_in -= 1
             if not self._wake_in:
@@ -317,7 +323,9 @@ class TorchCapture:
             if len(done) >= RECORD_EVERY:
                 self._record_done()
 
-    def _post_step_slow(self, opt: torch.optim.Optimizer) -> None:
+    def _post_step_slow(self, opt: torch.optim.Optimizer, pending: list[Any]) -> list[Any]:
+        """The step's end off the fast path; returns the values still to record as the
+        ``"train"`` step (none when they belong to another optimizer's series)."""
         self._stepped = True
         self._manual = False
         if self._wake_in:
@@ -345,6 +353,18 @@ class TorchCapture:
                 self._watch_optimizer(opt)
         self._probing = any(w.probes_armed for w in self._probed)
         self._update_fast()
+        if not pending or opt is self._train_opt:
+            return pending
+        if self._train_opt is None:
+            self._train_opt = opt
+            return pending
+        # Another optimizer with backward calls of its own (a GAN's generator, a second model
+        # trained in the same test): its losses are not steps of the "train" curve.
+        name = self._series_of.get(id(opt))
+        if name is None:
+            name = self._series_of[id(opt)] = f"train_{len(self._series_of) + 2}"
+        self._record(pending[0] if len(pending) == 1 else _mean(pending), series=name)
+        return []
 
     def _record_done(self) -> None:
         done, self._done = self._done, []
@@ -358,9 +378,9 @@ class TorchCapture:
             if not self._owner_decides():
                 raise
 
-    def _record(self, v: Any) -> None:
+    def _record(self, v: Any, series: str = "train") -> None:
         try:
-            self.recorder.record(v)
+            self.recorder.record(v, series=series)
         except LossTrendStop:
             if not self._owner_decides():
                 raise
